@@ -1,0 +1,59 @@
+r"""SCE-MAE stage 1 (MAE) on the unlabelled faces of ../shared/data, 2 CPU cores.
+
+Command (from the repository root):
+  python run.py --config=configs/faces_mae.py --workdir=runs/faces_mae
+  # resume: the same command; the reconstruction grid of the latest checkpoint:
+  python run.py --config=configs/faces_mae.py --workdir=runs/faces_mae \
+      --mode=reconstruct
+
+Data layout (config.data.yt68_root, config.data.mtfl_root):
+  ../shared/data/yt68/images/{training,test}/*.jpg   4,600 frames (3,373
+      labelled in train.csv / val.csv, 1,227 unlabelled)
+  ../shared/data/yt68/val.csv                        names the held-out ids
+  ../shared/data/mtfl/{lfw_5590,net_7876}/*.jpg      10,000 MTFL faces
+
+Training images: every yt68 frame (labelled or not) EXCEPT the frames of the
+35 yt68 val identities, plus every MTFL image: 4,025 + 10,000 = 14,025.
+Held-out set (heldout/masked_loss, the grid): the 575 frames of the val
+identities (422 labelled + 153 unlabelled), so the downstream yt68 val
+numbers come from people the encoder never saw.
+
+Crops: the yt68 frames are loose face crops from video (the face centred, its
+68-point box about 42% of the frame width on average, measured on a sample of
+train/val rows); the MTFL images are 80 x 80 face crops. Both use
+sce_crop("center"): the largest centred square -> 136 px -> centre 96 px
+(DVE's resize-and-centre-crop), then (training only) RandomResizedCrop
+(0.2, 1) + flip, as MAE.
+
+Model: DeiT-T/8 at 96 px (144 patches, 36 kept at mask ratio 0.75), the
+"small" decoder (256 wide x 4 blocks x 8 heads), norm_pix_loss. Optimiser as
+the paper / MAE (AdamW (0.9, 0.95), wd 0.05, lr = 1.5e-4 * batch / 256, warm-up
+then cosine; lr 3.75e-5 at batch 64). Budget: one epoch at batch 64
+(219 steps, 10% warm-up) fits about 60 min on the shared 2-core CPU where
+bench/mae_step.py measured 4.4 images/s (14.6 s/step, DeiT-T/8, batch 64,
+float32, with other jobs running); on a faster machine raise
+--config.num_epochs (the schedule follows it; the run resumes with the same
+command, but num_epochs changes the cosine schedule, so decide it first).
+"""
+
+from sce_mae_jax import pretrain
+
+
+def get_config():
+  c = pretrain.base_config()
+  c.data.name = "faces"
+  c.data.yt68_root = "../shared/data/yt68"
+  c.data.mtfl_root = "../shared/data/mtfl"
+  c.data.crop_mode = "center"
+  c.data.num_eval = 256             # first 256 held-out frames (sorted paths).
+  c.model.preset = "deit_tiny"
+  c.model.decoder = "small"
+  c.batch_size = 64
+  c.eval_batch_size = 64
+  c.num_epochs = 1
+  c.optimizer.warmup_epochs = 0.1
+  c.eval_every_epochs = 1
+  c.log_every_steps = 5
+  c.progress_every_steps = 5
+  c.checkpoint_every_steps = 50
+  return c

@@ -1,0 +1,1 @@
+"""Face-landmark data: one record schema, dataset readers, transforms, grain pipelines."""

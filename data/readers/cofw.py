@@ -1,0 +1,170 @@
+"""COFW (Caltech Occluded Faces in the Wild), colour version: 29 points.
+
+Where the data comes from: http://www.vision.caltech.edu/xpburgos/ICCV13/
+(`COFW_color.zip`: `COFW_train_color.mat`, 1,345 faces, and
+`COFW_test_color.mat`, 507 faces; Burgos-Artizzu et al., ICCV 2013).
+
+Expected layout under `root`:
+
+  root/COFW_train_color.mat
+  root/COFW_test_color.mat
+
+The files are MATLAB v7.3, i.e. HDF5, read with h5py. MATLAB stores arrays
+column-major, so h5py sees every array with its axes reversed:
+
+  IsTr / IsT          (1, N) object references, each to a uint8 image stored
+                      as (3, W, H) for colour or (W, H) for grey -> transposed
+                      to (H, W, 3) / (H, W);
+  phisTr / phisT      (87, N): per face 29 x, then 29 y, then 29 occlusion flags
+                      (1 = occluded);
+  bboxesTr / bboxesT  (4, N): per face x, y, w, h.
+
+This layout is the one public loaders rely on: HRNet
+(HRNet/HRNet-Facial-Landmark-Detection lib/datasets/cofw.py) takes
+`phisTr[i][0:58].reshape(2, -1).T` as the points after `hdf5storage.loadmat`
+(which undoes the transposition), and PIPNet (jhb86253817/PIPNet
+lib/preprocess.py) reads `bboxesT` as `x_min, y_min, width, height`.
+
+Pixel convention. The set ships as MATLAB files, but no documentation we
+could find says whether the points are 1-based, and no public loader we read
+shifts them: HRNet and PIPNet use `phis` as written (HRNet handles COFW
+exactly like its WFLW/300W tables); the ADNet/STAR COFW metadata are downloads
+made by no public script, so their convention cannot be read from code. The
+one difference in public code: STAR flips COFW points with `x -> w - x` but
+68/98-point sets with `x -> w - 1 - x` (ZhenglinZhou/STAR
+lib/dataset/augmentation.py, `Flip`). We therefore use the values as written
+by default, which reproduces the public loaders; `one_based=True` subtracts 1
+from the points and the box corner for users who want the MATLAB reading
+(NME is unaffected when ground truth and training targets share the
+convention).
+
+Images stay inside the .mat: records carry a `CofwImageLoader` (a picklable
+module-level class holding the file path, the image dataset name and index;
+it opens the file lazily in whichever process decodes the image).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Dict
+
+import numpy as np
+
+from data import records as records_lib
+from data.readers import common
+
+NAME = "cofw"
+NUM_POINTS = 29
+SPLITS = ("train", "test")
+KEYS = {"train": ("IsTr", "phisTr", "bboxesTr"), "test": ("IsT", "phisT",
+                                                          "bboxesT")}
+FILES = {"train": "COFW_train_color.mat", "test": "COFW_test_color.mat"}
+SOURCE = "http://www.vision.caltech.edu/xpburgos/ICCV13/ (COFW_color.zip)"
+LAYOUT = """\
+  root/COFW_train_color.mat   (MATLAB v7.3 / HDF5: IsTr, phisTr, bboxesTr)
+  root/COFW_test_color.mat    (IsT, phisT, bboxesT)
+"""
+
+# One open h5py file per (process, path): handles are not picklable, so the
+# loader keeps only the path and opens lazily in the process that decodes.
+_OPEN_FILES: Dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def _open(path: str):
+  import h5py  # pylint: disable=g-import-not-at-top
+  key = (os.getpid(), path)
+  with _LOCK:
+    if key not in _OPEN_FILES:
+      _OPEN_FILES[key] = h5py.File(path, "r")
+    return _OPEN_FILES[key]
+
+
+def read_image(path: str, images_key: str, index: int) -> np.ndarray:
+  """Decodes image `index` of `images_key` in a COFW .mat: `[H, W(, 3)]`."""
+  f = _open(path)
+  reference = f[images_key][()].reshape(-1)[index]
+  data = np.asarray(f[reference][()])
+  return np.transpose(data)  # MATLAB column-major -> [H, W(, 3)]
+
+
+class CofwImageLoader:
+  """Picklable image loader for a record whose image is inside a COFW .mat."""
+
+  def __init__(self, path: str, images_key: str, index: int):
+    self.path = path
+    self.images_key = images_key
+    self.index = int(index)
+
+  def __call__(self, record=None) -> np.ndarray:
+    return read_image(self.path, self.images_key, self.index)
+
+  def __eq__(self, other):
+    return (isinstance(other, CofwImageLoader) and
+            (self.path, self.images_key, self.index) ==
+            (other.path, other.images_key, other.index))
+
+  def __repr__(self):
+    return f"CofwImageLoader({self.path!r}, {self.images_key!r}, {self.index})"
+
+
+def read(root: str, split: str, *, check_images: str = "exists",
+         one_based: bool = False) -> common.DatasetListing:
+  """Lists COFW faces of `split` ("train" or "test").
+
+  Args:
+    root: folder with `COFW_{train,test}_color.mat`.
+    split: one of `SPLITS`.
+    check_images: see `common.IMAGE_CHECKS`; "decode" decodes every image
+      from the .mat ("verify" checks as "exists": the images are inside it).
+    one_based: subtract 1 from points and box corner (module docstring).
+  """
+  import h5py  # pylint: disable=g-import-not-at-top
+  common.check_split(NAME, split, SPLITS)
+  common.check_image_mode(check_images)
+  common.require(root, NAME, LAYOUT, SOURCE)
+  path = common.require(os.path.join(root, FILES[split]), NAME, LAYOUT, SOURCE)
+  images_key, phis_key, boxes_key = KEYS[split]
+  log = common.ProblemLog(NAME)
+  try:
+    with h5py.File(path, "r") as f:
+      missing = [k for k in KEYS[split] if k not in f]
+      if missing:
+        raise ValueError(f"{NAME}: {path!r} lacks {missing}; expected the "
+                         "colour COFW files (MATLAB v7.3)")
+      phis = np.asarray(f[phis_key][()], np.float64)
+      boxes = np.asarray(f[boxes_key][()], np.float64)
+      num_images = f[images_key].size
+  except OSError as e:
+    raise ValueError(f"{NAME}: cannot open {path!r} as HDF5 (MATLAB v7.3): "
+                     f"{e}") from e
+  if phis.ndim != 2 or phis.shape[0] != 3 * NUM_POINTS:
+    raise ValueError(f"{NAME}: {path}:{phis_key} has shape {phis.shape}, "
+                     f"expected ({3 * NUM_POINTS}, N): 29 x, 29 y, 29 "
+                     "occlusion flags per face")
+  num = phis.shape[1]
+  if boxes.shape != (4, num) or num_images != num:
+    raise ValueError(f"{NAME}: {path}: {num} faces in {phis_key} but "
+                     f"{boxes_key} {boxes.shape} and {num_images} images")
+  shift = 1.0 if one_based else 0.0
+  records = []
+  for i in range(num):
+    x, y, occluded = np.split(phis[:, i], 3)
+    landmarks = np.stack([x, y], axis=-1) - shift
+    box = common.xywh_to_box(boxes[:, i]) - np.float32(shift)
+    loader = CofwImageLoader(path, images_key, i)
+    if check_images == "decode":
+      try:
+        records_lib.as_rgb_uint8(loader(), f"{path}[{images_key}][{i}]")
+      except Exception as e:  # h5py/numpy raise many types for broken data.
+        log.add(path, f"image {i}: cannot decode ({type(e).__name__}: {e})")
+        continue
+    if not np.all(np.isfinite(landmarks)):
+      log.add(path, f"face {i}: non-finite landmark values")
+      continue
+    records.append(common.make_record(
+        path, landmarks, visible=occluded == 0,
+        box=box, subset=split, image_key=i,
+        image_loader=loader))
+  return common.DatasetListing(records, log.problems, NAME, split)

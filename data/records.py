@@ -1,0 +1,99 @@
+"""The one record schema every dataset reader yields.
+
+A `FaceRecord` describes one annotated face. Readers never decode images while
+listing a dataset: `record.load_image()` decodes on demand (in grain workers), so
+records are cheap, picklable and can be listed for 100k-image sets in seconds.
+
+Conventions (all readers):
+  * `landmarks` are `(x, y)` in pixels of the original image, origin top-left,
+    pixel centres at integer coordinates, float32 `[N, 2]`.
+  * `visible[i]` is True where point i is visible; sets with occlusion flags
+    (COFW, WFLW's occlusion attribute is per face, not per point) fill it, others
+    leave all True.
+  * `box` is `(x_min, y_min, x_max, y_max)` in the same pixels, or None.
+  * `center`/`scale` follow the ADNet/STAR metadata: the face box is
+    `200 * scale` pixels wide and `center` maps to the crop centre; None when the
+    set does not provide them (the crop derives them from the box or the points).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceRecord:
+  """One face: where its image is, its landmarks and what else the set annotates.
+
+  Attributes:
+    image_path: path of the source image file (for container formats such as
+      COFW's .mat, the container path; `image_key` then says which image).
+    landmarks: float32 `[N, 2]`, `(x, y)` original pixels.
+    visible: bool `[N]`, True where the point is visible.
+    box: float32 `[4]` `(x_min, y_min, x_max, y_max)` or None.
+    center: float32 `[2]` `(cx, cy)` or None.
+    scale: face box width / 200, or None.
+    attributes: named per-face flags, e.g. WFLW's pose/expression/... (0/1).
+    subset: the split or subset the face belongs to ("train", "common", ...).
+    image_key: index/key of the image inside a container file, or None.
+    image_loader: a picklable callable `(record) -> uint8 [H, W, 3]` RGB used by
+      `load_image`; None means "decode `image_path` with Pillow".
+  """
+
+  image_path: str
+  landmarks: np.ndarray
+  visible: Optional[np.ndarray] = None
+  box: Optional[np.ndarray] = None
+  center: Optional[np.ndarray] = None
+  scale: Optional[float] = None
+  attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  subset: str = ""
+  image_key: Any = None
+  image_loader: Any = None
+
+  @property
+  def num_points(self) -> int:
+    return int(self.landmarks.shape[0])
+
+  def load_image(self) -> np.ndarray:
+    """Decodes the image: uint8 `[H, W, 3]` RGB (grey images are expanded)."""
+    if self.image_loader is not None:
+      image = self.image_loader(self)
+    else:
+      image = decode_image_file(self.image_path)
+    return as_rgb_uint8(image, self.image_path)
+
+
+def decode_image_file(path: str) -> np.ndarray:
+  """Decodes an image file with Pillow; raises ValueError naming the file."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGB"))
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # Pillow raises many types for corrupt files.
+    raise ValueError(f"cannot decode image {path!r}: {e}") from e
+
+
+def as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+  """Returns `image` as uint8 `[H, W, 3]`; grey `[H, W]`/`[H, W, 1]` is repeated."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise ValueError(
+        f"{name}: expected an image [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], "
+        f"got shape {image.shape}")
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  elif image.shape[-1] == 4:
+    image = image[..., :3]
+  if image.dtype != np.uint8:
+    if np.issubdtype(image.dtype, np.floating) and image.max(initial=0) <= 1.0:
+      image = image * 255.0
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+  return image

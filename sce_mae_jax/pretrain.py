@@ -1,0 +1,519 @@
+"""SCE-MAE stage 1: MAE pretraining as a method of the training loop.
+
+The loop (training/loop.py, interface in its docstring) owns the jitted and
+sharded step, checkpoints, resume, logging and progress; this module supplies
+the data, the model and the loss:
+
+  * Data (`PretrainData`): image-only training batches `{"image": uint8
+    [B, 96, 96, 3]}` from `data.pipeline.make_pretrain_loader` (SCE / DVE crop,
+    then random-resized-crop + horizontal flip), and a fixed held-out set
+    (SCE / DVE crop only, no augmentation) kept in memory.
+  * Images are normalised inside the jitted step, `(x / 255 - mean) / std`
+    with the ImageNet mean/std (as MAE).
+  * Training loss: `mae.mae_loss`, the per-patch MSE averaged over the masked
+    patches (norm_pix_loss by default); the masking draws from the step's rng
+    (`fold_in(seed rng, step)`), so a resumed run masks exactly as a straight
+    one.
+  * Evaluation (`heldout/masked_loss`): the same loss on the held-out set with
+    a FIXED masking: example `i`'s noise is `uniform(fold_in(PRNGKey(
+    eval.mask_seed), i))`, so the number does not depend on the batch size,
+    the device count or the step.
+  * Reconstruction grid: the split "reconstruction" (the first
+    `eval.num_grid_images` held-out images) returns predictions; `evaluate`
+    writes `<workdir>/reconstruction/step_<step>.png` and
+    `<workdir>/reconstruction.png` (latest) when the loop has told the method
+    its workdir and step through the optional hook `begin_eval(step, workdir)`
+    (see sce_mae_jax/reconstruction.py for the panels). `--mode=reconstruct`
+    writes the grid of the latest checkpoint with no hook.
+  * Weight decay: `weight_decay_mask(params)` is True for the parameters that
+    decay (dense / conv kernels) and False for biases, LayerNorm parameters
+    (every parameter with ndim <= 1) and the tokens named in
+    `optimizer.weight_decay_exclude` (pos_embed, cls_token, mask_token).
+
+Data sets (`config.data.name`):
+  "celeba"  CelebA train partition minus the MAFL test images (the SCE-MAE /
+            DVE pretraining set), crop "dve_celeba"; held out: MAFL test.
+  "faces"   every image file under `<yt68_root>/images` (labelled and
+            unlabelled frames) and under `<mtfl_root>` (the MTFL faces),
+            except the frames of the yt68 *val* identities, which are the
+            held-out set (identity = file name without its `_NN.jpg` frame
+            suffix). Crop "center" (the frames are loose face crops).
+  "folder"  every image under `data.root` for training and under
+            `data.eval_root` for evaluation (tests, other unlabelled sets).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+import re
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sce_mae_jax import mae as mae_lib
+from sce_mae_jax import reconstruction as recon_lib
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+DEFAULT_NO_DECAY = ("pos_embed", "cls_token", "mask_token")
+HELDOUT = "heldout"
+RECONSTRUCTION = "reconstruction"
+
+
+# ------------------------------------------------------------ functions ----
+
+def normalise_images(images: jax.Array, mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD) -> jax.Array:
+  """uint8 `[B, S, S, 3]` -> float32 `(x / 255 - mean) / std`."""
+  x = images.astype(jnp.float32) / 255.0
+  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def fixed_masking_noise(index: jax.Array, num_patches: int,
+                        seed: int) -> jax.Array:
+  """Per-example masking noise `[B, N]` that depends only on (seed, index)."""
+  key = jax.random.PRNGKey(seed)
+  return jax.vmap(lambda i: jax.random.uniform(
+      jax.random.fold_in(key, i), (num_patches,)))(index.astype(jnp.int32))
+
+
+def per_example_masked_loss(pred: jax.Array, images: jax.Array,
+                            mask: jax.Array, patch_size: int,
+                            norm_pix_loss: bool) -> jax.Array:
+  """`mae.mae_loss` per example: `[B]` mean per-patch MSE over masked patches."""
+  target = mae_lib.patchify(images.astype(jnp.float32), patch_size)
+  if norm_pix_loss:
+    target = mae_lib.normalized_pixel_targets(target)
+  per_patch = jnp.mean(jnp.square(pred.astype(jnp.float32) - target), axis=-1)
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(per_patch * mask, -1) / jnp.maximum(jnp.sum(mask, -1), 1.0)
+
+
+def _path_name(path) -> str:
+  parts = []
+  for p in path:
+    parts.append(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))))
+  return "/".join(parts)
+
+
+def weight_decay_mask(params, exclude: Sequence[str] = DEFAULT_NO_DECAY):
+  """True where AdamW's weight decay applies (MAE's parameter groups).
+
+  No decay for every parameter with ndim <= 1 (biases, LayerNorm scale and
+  bias) and for parameters whose last path component is in `exclude`. Works on
+  nested dicts and on the loop's flat '/'-joined dicts.
+
+  Note: MAE's pretraining script (timm `add_weight_decay`) only exempts 1-D
+  parameters and biases, so its 3-D cls/mask tokens do decay; pass
+  `exclude=()` for that. The default follows the issue (no decay on
+  pos/cls/mask tokens, as MAE's fine-tuning `no_weight_decay`).
+  """
+  exclude = tuple(exclude)
+
+  def one(path, x):
+    name = _path_name(path).split("/")[-1]
+    return bool(np.ndim(x) > 1 and name not in exclude)
+
+  return jax.tree_util.tree_map_with_path(one, params)
+
+
+# ----------------------------------------------------------------- data ----
+
+def list_images(root: str) -> List[str]:
+  """Sorted image files (IMAGE_EXTENSIONS) under `root`, recursively."""
+  if not os.path.isdir(root):
+    raise FileNotFoundError(
+        f"image folder {root!r} does not exist; pass the folder that holds "
+        f"the images (files ending in {', '.join(IMAGE_EXTENSIONS)}), e.g. "
+        "--config.data.root=/path/to/images")
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for f in sorted(filenames):
+      if f.lower().endswith(IMAGE_EXTENSIONS):
+        out.append(os.path.join(dirpath, f))
+  return out
+
+
+def yt68_identity(path: str) -> str:
+  """`.../Luis_Fonsi_21.jpg` -> `Luis_Fonsi` (the frame suffix removed)."""
+  return re.sub(r"_\d+$", "", os.path.splitext(os.path.basename(path))[0])
+
+
+def yt68_val_identities(yt68_root: str) -> set:
+  """Identities of the faces listed in `<yt68_root>/val.csv`."""
+  path = os.path.join(yt68_root, "val.csv")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} not found: data.yt68_root must be the yt68 folder with "
+        "train.csv, val.csv and images/ (see data/readers/yt68.py)")
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))[1:]
+  return {yt68_identity(r[0]) for r in rows if r}
+
+
+def faces_paths(yt68_root: str, mtfl_root: str):
+  """(train paths, held-out paths) of the "faces" set (module docstring)."""
+  val_ids = yt68_val_identities(yt68_root)
+  yt = list_images(os.path.join(yt68_root, "images"))
+  heldout = [p for p in yt if yt68_identity(p) in val_ids]
+  train = [p for p in yt if yt68_identity(p) not in val_ids]
+  train += list_images(mtfl_root) if mtfl_root else []
+  return train, heldout
+
+
+def celeba_records(root: str, check_images: str = "exists"):
+  """(CelebA train minus MAFL test, MAFL test) FaceRecords."""
+  from data import readers  # pylint: disable=g-import-not-at-top
+  train = readers.read_dataset("celeba", root, "train",
+                               check_images=check_images)
+  test = readers.read_dataset("mafl", root, "test", check_images=check_images)
+  for listing in (train, test):
+    if listing.problems:
+      print(listing.summary(), flush=True)
+  held = {os.path.basename(r.image_path) for r in test}
+  kept = [r for r in train if os.path.basename(r.image_path) not in held]
+  return kept, list(test)
+
+
+class PretrainData:
+  """Training records + the in-memory held-out set of `config.data`."""
+
+  def __init__(self, config):
+    from data import pipeline  # pylint: disable=g-import-not-at-top
+    self.config = config
+    d = config.data
+    self.crop_mode = d.get("crop_mode", "center")
+    if d.name == "celeba":
+      if not d.root:
+        raise ValueError("config.data.root is empty: pass --config.data.root="
+                         "/path/to/CelebA (see configs/celeba_mae.py)")
+      self.train_records, eval_records = celeba_records(
+          os.path.expanduser(d.root), d.get("check_images", "exists"))
+    elif d.name == "faces":
+      train, heldout = faces_paths(os.path.expanduser(d.yt68_root),
+                                   os.path.expanduser(d.mtfl_root))
+      self.train_records = pipeline.image_records(train)
+      eval_records = pipeline.image_records(heldout)
+    elif d.name == "folder":
+      self.train_records = pipeline.image_records(
+          list_images(os.path.expanduser(d.root)))
+      eval_records = pipeline.image_records(
+          list_images(os.path.expanduser(d.eval_root)))
+    else:
+      raise ValueError(f"unknown config.data.name {d.name!r} for MAE "
+                       "pretraining; expected 'celeba', 'faces' or 'folder'")
+    if not self.train_records:
+      raise ValueError(f"no training images found for data.name={d.name!r}")
+    if not eval_records:
+      raise ValueError(f"no held-out images found for data.name={d.name!r}")
+    num_eval = int(d.get("num_eval", 0) or 0)
+    if num_eval:
+      eval_records = eval_records[:num_eval]
+    self.eval_records = eval_records
+    self._eval_images: Optional[np.ndarray] = None
+
+  def num_train_examples(self) -> int:
+    return len(self.train_records)
+
+  def train_iterator(self, local_batch_size: int) -> Iterator:
+    from data import pipeline  # pylint: disable=g-import-not-at-top
+    d = self.config.data
+    loader = pipeline.make_pretrain_loader(
+        self.train_records, batch_size=local_batch_size,
+        seed=int(self.config.seed), mode=self.crop_mode,
+        margin=float(d.get("margin", 1.25)),
+        num_workers=int(d.get("num_workers", 0)),
+        rrc_scale=tuple(d.augment.rrc_scale))
+    return iter(loader)
+
+  def eval_images(self) -> np.ndarray:
+    """uint8 `[n, 96, 96, 3]`: the held-out images, SCE crop, no augmentation.
+
+    An image that cannot be decoded is reported by path and skipped.
+    """
+    if self._eval_images is None:
+      from data import pipeline  # pylint: disable=g-import-not-at-top
+      d = self.config.data
+      images = []
+      for r in self.eval_records:
+        try:
+          image = r.load_image()
+        except (ValueError, OSError) as e:
+          print(f"held-out image skipped: {r.image_path} ({e})", flush=True)
+          continue
+        lm = None if self.crop_mode == "center" else r.landmarks
+        crop, _, _ = pipeline.sce_crop(image, lm, self.crop_mode,
+                                       float(d.get("margin", 1.25)))
+        images.append(crop)
+      if not images:
+        raise ValueError("no held-out image could be decoded")
+      self._eval_images = np.stack(images)
+    return self._eval_images
+
+  def eval_iterators(self, local_batch_size: int):
+    num_grid = int(self.config.eval.get("num_grid_images", 8))
+
+    def factory(count, grid):
+      return lambda: batches_of(self.eval_images()[:count], local_batch_size,
+                                grid=grid)
+    out = {HELDOUT: factory(None, False)}
+    if num_grid:
+      out[RECONSTRUCTION] = factory(num_grid, True)
+    return out
+
+
+def batches_of(images: np.ndarray, batch_size: int, grid: bool = False):
+  """Fixed batches `{"image", "valid", "index"}` (+ `"grid"`), last padded."""
+  n = len(images)
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, start + batch_size)
+    valid = idx < n
+    batch = {"image": images[np.minimum(idx, n - 1)] * valid[:, None, None,
+                                                               None],
+             "valid": valid,
+             "index": idx.astype(np.int32)}
+    batch["image"] = batch["image"].astype(np.uint8)
+    if grid:
+      batch["grid"] = np.ones((batch_size,), bool)
+    yield batch
+
+
+# ---------------------------------------------------------------- model ----
+
+def model_from_config(config) -> mae_lib.MAE:
+  m = config.model
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[m.dtype]
+  enc = dict(m.get("encoder_overrides", None) or {})
+  decoder = m.get("decoder", None) or None
+  if decoder == "custom":
+    from sce_mae_jax import vit  # pylint: disable=g-import-not-at-top
+    return mae_lib.MAE(
+        encoder=vit.vit_encoder(m.preset, image_size=int(m.image_size),
+                                patch_size=int(m.patch_size), dtype=dtype,
+                                **enc),
+        decoder_width=int(m.decoder_width), decoder_depth=int(m.decoder_depth),
+        decoder_heads=int(m.decoder_heads), mask_ratio=float(m.mask_ratio),
+        norm_pix_loss=bool(m.norm_pix_loss))
+  return mae_lib.mae_model(
+      m.preset, decoder=decoder, mask_ratio=float(m.mask_ratio),
+      norm_pix_loss=bool(m.norm_pix_loss), image_size=int(m.image_size),
+      patch_size=int(m.patch_size), dtype=dtype, **enc)
+
+
+# --------------------------------------------------------------- method ----
+
+class MaePretrainMethod:
+  """MAE pretraining for training.loop (interface in its docstring)."""
+
+  best_metric = f"{HELDOUT}/masked_loss"
+  best_mode = "min"
+
+  def __init__(self, config, data=None):
+    self.config = config
+    self.model = model_from_config(config)
+    enc = self.model.encoder
+    if int(config.model.image_size) != 96:
+      raise ValueError("data.pipeline serves 96 px crops; model.image_size "
+                       f"must be 96, got {config.model.image_size}")
+    self.patch_size = enc.patch_size
+    self.num_patches = enc.num_patches
+    self.norm_pix_loss = bool(config.model.norm_pix_loss)
+    self.mask_seed = int(config.eval.get("mask_seed", 0))
+    self.best_metric = config.get("best_metric", None) or self.best_metric
+    self.data = data if data is not None else PretrainData(config)
+    self.workdir: Optional[str] = None
+    self.eval_step_number: Optional[int] = None
+    self.extra_modes = {"reconstruct": reconstruct_mode}
+    self._exclude = tuple(config.optimizer.get("weight_decay_exclude",
+                                               DEFAULT_NO_DECAY))
+
+  # --- data ---
+  def num_train_examples(self) -> int:
+    return self.data.num_train_examples()
+
+  def train_iterator(self, local_batch_size: int):
+    return self.data.train_iterator(local_batch_size)
+
+  def eval_iterators(self, local_batch_size: int):
+    return self.data.eval_iterators(local_batch_size)
+
+  def dummy_batch(self, batch_size: int) -> Dict[str, np.ndarray]:
+    s = int(self.config.model.image_size)
+    return {"image": np.zeros((batch_size, s, s, 3), np.uint8)}
+
+  # --- optimizer ---
+  def weight_decay_mask(self, params):
+    return weight_decay_mask(params, self._exclude)
+
+  # --- model ---
+  def init_variables(self, rng, batch):
+    params_rng, mask_rng = jax.random.split(rng)
+    variables = self.model.init({"params": params_rng, "masking": mask_rng},
+                                normalise_images(batch["image"]))
+    return variables["params"], {}
+
+  def forward(self, params, model_state, batch):
+    del model_state
+    return self.model.apply(
+        {"params": params}, normalise_images(batch["image"]),
+        noise=fixed_masking_noise(
+            jnp.arange(batch["image"].shape[0]), self.num_patches,
+            self.mask_seed))
+
+  def loss_fn(self, params, model_state, batch, rng, step):
+    del step
+    out = self.model.apply({"params": params},
+                           normalise_images(batch["image"]),
+                           rngs={"masking": rng})
+    return out["loss"], (model_state, {})
+
+  def eval_step(self, params, model_state, batch):
+    del model_state
+    images = normalise_images(batch["image"])
+    noise = fixed_masking_noise(batch["index"], self.num_patches,
+                                self.mask_seed)
+    out = self.model.apply({"params": params}, images, noise=noise)
+    result = {"masked_loss": per_example_masked_loss(
+        out["pred"], images, out["mask"], self.patch_size,
+        self.norm_pix_loss), "index": batch["index"]}
+    if "grid" in batch:
+      result["pred"] = out["pred"].astype(jnp.float32)
+      result["mask"] = out["mask"]
+    return result
+
+  # --- evaluation ---
+  def begin_eval(self, step: Optional[int], workdir: Optional[str]) -> None:
+    """Optional loop hook: where and for which step `evaluate` writes PNGs.
+
+    `workdir=None` turns the PNGs off.
+    """
+    self.eval_step_number = None if step is None else int(step)
+    self.workdir = workdir
+
+  def evaluate(self, outputs: Dict[str, np.ndarray], split: str
+               ) -> Dict[str, float]:
+    result = {"masked_loss": float(np.mean(np.asarray(
+        outputs["masked_loss"], np.float64)))}
+    if split == RECONSTRUCTION:
+      if self.workdir and jax.process_index() == 0:
+        self.write_grid(outputs, self.workdir, self.eval_step_number)
+      return {}
+    return result
+
+  def write_grid(self, outputs, workdir: str, step: Optional[int]) -> str:
+    """Writes the reconstruction grid PNG(s); returns the latest's path."""
+    index = np.asarray(outputs["index"])
+    images = self.data.eval_images()[index]
+    grid = recon_lib.reconstruction_grid(
+        images, np.asarray(outputs["pred"]), np.asarray(outputs["mask"]),
+        self.patch_size, norm_pix_loss=self.norm_pix_loss,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    latest = os.path.join(workdir, "reconstruction.png")
+    recon_lib.write_png(latest, grid)
+    if step is not None:
+      recon_lib.write_png(os.path.join(workdir, "reconstruction",
+                                       f"step_{step:08d}.png"), grid)
+    return latest
+
+
+def reconstruct_mode(method, config, workdir: str) -> str:
+  """--mode=reconstruct: grid of the latest (or best) checkpoint -> workdir."""
+  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from training import loop  # pylint: disable=g-import-not-at-top
+  trainer = loop.Trainer(method, config)
+  which = config.get("eval_checkpoint", "latest")
+  checkpointer = ckpt_lib.Checkpointer(workdir, best_metric=method.best_metric,
+                                       async_save=False)
+  step = checkpointer.step_for(which)
+  if step is None:
+    raise FileNotFoundError(f"no {which} checkpoint under {workdir}; train "
+                            "first (--mode=train)")
+  state, _, _, _ = checkpointer.restore(step, trainer.abstract_state, which)
+  checkpointer.close()
+  eval_bs = int(config.get("eval_batch_size", 0) or config.batch_size)
+  from training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  iters = method.eval_iterators(mesh_lib.local_batch_size(eval_bs))
+  if RECONSTRUCTION not in iters:
+    raise ValueError("eval.num_grid_images is 0: nothing to reconstruct")
+  outputs = trainer.run_eval_split(state.params, state.model_state,
+                                   iters[RECONSTRUCTION]())
+  path = method.write_grid(outputs, workdir, step)
+  print(f"reconstruction grid of step {step}: {path}", flush=True)
+  return path
+
+
+def make_method(config) -> MaePretrainMethod:
+  return MaePretrainMethod(config)
+
+
+# --------------------------------------------------------------- config ----
+
+def base_config():
+  """MAE / SCE-MAE stage-1 defaults shared by configs/*_mae.py.
+
+  Learning rate: MAE scales a base rate with the batch, `lr = blr * batch /
+  256` (blr 1.5e-4). The SCE-MAE paper states lr 3e-4 at batch 512, which is
+  exactly MAE's blr 1.5e-4 scaled to 512, so we keep the MAE rule: the
+  absolute `optimizer.learning_rate` is a reference to `base_learning_rate *
+  batch_size / 256` (3e-4 at 512) and follows `--config.batch_size`.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict()
+  c.method = "sce_mae_pretrain"
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "faces"             # celeba | faces | folder
+  c.data.root = ""                  # celeba root / folder of images.
+  c.data.eval_root = ""             # "folder": held-out images.
+  c.data.yt68_root = "../shared/data/yt68"
+  c.data.mtfl_root = "../shared/data/mtfl"
+  c.data.crop_mode = "center"       # data.pipeline.sce_crop mode.
+  c.data.margin = 1.25
+  c.data.num_eval = 0               # 0: all held-out images.
+  c.data.num_workers = 0
+  c.data.check_images = "exists"
+  # MAE: RandomResizedCrop(scale=(0.2, 1.0), bicubic) + flip 0.5 (the flip
+  # probability is fixed at 0.5 in data.pipeline).
+  c.data.augment = ml_collections.ConfigDict(dict(rrc_scale=(0.2, 1.0)))
+
+  c.model = ml_collections.ConfigDict(dict(
+      preset="deit_tiny", image_size=96, patch_size=8,
+      decoder=None,                   # None: mae.DEFAULT_DECODER[preset].
+      decoder_width=256, decoder_depth=4, decoder_heads=8,  # for "custom".
+      mask_ratio=0.75, norm_pix_loss=True, dtype="float32"))
+  c.model.encoder_overrides = ml_collections.ConfigDict()
+
+  c.eval = ml_collections.ConfigDict(dict(mask_seed=0, num_grid_images=8))
+
+  c.batch_size = 512
+  c.eval_batch_size = 256
+  c.num_epochs = 400
+  c.max_steps = 0
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", base_learning_rate=1.5e-4, b1=0.9, b2=0.95, eps=1e-8,
+      weight_decay=0.05, weight_decay_exclude=DEFAULT_NO_DECAY,
+      schedule="cosine", warmup_epochs=40.0, end_learning_rate=0.0))
+  c.optimizer.learning_rate = (c.optimizer.get_ref("base_learning_rate") *
+                               c.get_ref("batch_size") / 256)
+  c.ema = ml_collections.ConfigDict(dict(enabled=False))
+  c.fsdp = False
+  c.fsdp_min_size = 2**14
+  c.distributed = False
+  c.log_every_steps = 20
+  c.progress_every_steps = 20
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 2
+  c.async_checkpoints = True
+  c.eval_every_epochs = 10
+  c.eval_checkpoint = "latest"
+  c.best_metric = f"{HELDOUT}/masked_loss"
+  c.resume_may_change = ()
+  c.compilation_cache_dir = "~/.cache/star_jax/xla"
+  return c

@@ -1,0 +1,457 @@
+"""SCE-MAE stage 2: CARB + LCR on a frozen MAE encoder (paper Sec. 3.2-3.3).
+
+Per training image (96 x 96, patch 8, N = 144 patch tokens):
+
+  1. The frozen stage-1 encoder (`backbone.py`) runs once with
+     `return_attention_layers=(L_c,)` and `return_layers=(L_c,)`, L_c = 3
+     ("clustering after the third encoder layer").
+  2. CARB (`carb.carb_select_batch`): eq. 1 CLS-to-patch attention of layer
+     L_c (head-averaged) -> the top `eta N` attentive tokens; density-peak
+     clustering of the inattentive tokens of layer L_c into K = 4 centres.
+  3. The kept set (attentive tokens + K centres) takes its features from the
+     LAST encoder layer (final-normed tokens, `output_tokens`): the paper says
+     the projector refines "the vanilla last layer features of the pretrained
+     MAE" (Sec. 4.3, Table 4 "Baseline") while the clustering happens after
+     layer 3; so layer 3 decides *which* tokens are kept and *how they are
+     grouped*, the last layer gives *what* is projected. (Option
+     `carb.feature_layer`: an int layer instead of "last".)
+  4. The light projector (1x1 conv + L2 norm, `projector.py`) maps them to
+     `projector.dim` (64/128/256) and the LCR loss (eq. 4-7, `lcr.py`) is
+     minimised. Only the projector is trainable: `trainable_mask` freezes the
+     encoder (no gradient, no optimizer state); the encoder output is also
+     wrapped in `stop_gradient`.
+
+Inference (matching, detection, t-SNE) never clusters: `dense_features`
+computes cover-and-stride features (`dense.py`, stride `inference.stride`,
+vmapped over the shifts) of the backbone, of the projector, or both
+concatenated (detection).
+
+Data. `config.data.name`:
+  * "mtfl" (the shared 80 x 80 MTFL copy, ../shared/data/mtfl): the 10,000
+    faces of `training.txt` in file order are split ONCE by a seeded
+    permutation, `perm = np.random.default_rng(data.split_seed=0)
+    .permutation(10000)`: "val" = the faces `perm[:data.num_val=1000]`, "train"
+    = `perm[1000:]` (`fixed_split`). Crops: `sce_crop(mode="points",
+    margin=data.margin)` to 96 px.
+  * any other reader name (celeba, mafl, aflw_m, aflw_r, 300w, ...): its own
+    splits through `data.readers.read_dataset`; CelebA/MAFL use the DVE crop
+    (`crop_mode="dve_celeba"`).
+
+Evaluation inside the training loop: the LCR loss on the eval split with a
+fixed key (`<split>/lcr`); the landmark protocols are separate modes
+(`--mode=matching|tsne`, see `extra_modes`) and the detection method.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sce_mae_jax import backbone as backbone_lib
+from sce_mae_jax import carb as carb_lib
+from sce_mae_jax import dense as dense_lib
+from sce_mae_jax import lcr as lcr_lib
+from sce_mae_jax import projector as projector_lib
+
+FEATURE_KINDS = ("backbone", "projector", "concat", "backbone_carb")
+
+
+# ------------------------------------------------------------------ data ----
+
+def fixed_split(num_records: int, num_val: int, seed: int = 0
+                ) -> Dict[str, np.ndarray]:
+  """The documented fixed split of a file-ordered set: `{"train", "val"}`.
+
+  `perm = default_rng(seed).permutation(num_records)`; val = `perm[:num_val]`,
+  train = `perm[num_val:]`, both sorted (file order).
+  """
+  if not 0 < num_val < num_records:
+    raise ValueError(f"num_val must be in (0, {num_records}), got {num_val}.")
+  perm = np.random.default_rng(seed).permutation(num_records)
+  return {"val": np.sort(perm[:num_val]), "train": np.sort(perm[num_val:])}
+
+
+def data_root(config) -> str:
+  root = config.data.get("root", "") or ""
+  if root and not os.path.isabs(root):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.normpath(os.path.join(repo, root))
+  return root
+
+
+def list_records(config, split: str, eval_set: bool = False) -> list:
+  """FaceRecords of `config.data` for `split` (see the module docstring).
+
+  With `eval_set`, `data.eval_name` / `data.eval_root` (when set) replace
+  `data.name` / `data.root` (e.g. train on CelebA, evaluate on MAFL).
+  """
+  from data import readers  # pylint: disable=g-import-not-at-top
+  d = config.data
+  root = data_root(config)
+  name = d.name
+  if eval_set and d.get("eval_name", ""):
+    name = d.eval_name
+    if d.get("eval_root", ""):
+      root = os.path.expanduser(d.eval_root)
+  if not root:
+    raise ValueError(f"config.data.root is empty; pass --config.data.root="
+                     f"/path/to/{name}.")
+  if name == "mtfl":
+    if split not in ("train", "val"):
+      raise ValueError(f"mtfl splits are 'train' and 'val' (a fixed split of "
+                       f"training.txt), got {split!r}.")
+    listing = readers.read_dataset("mtfl", root, "train",
+                                   check_images=d.get("check_images", "exists"))
+    records = list(listing)
+    idx = fixed_split(len(records), int(d.num_val), int(d.split_seed))[split]
+    records = [records[i] for i in idx]
+  else:
+    listing = readers.read_dataset(name, root, split,
+                                   check_images=d.get("check_images", "exists"))
+    records = list(listing)
+  if listing.problems:
+    print(listing.summary(), flush=True)
+  if not records:
+    raise ValueError(f"{name} split {split!r} under {root} has no usable "
+                     "faces.")
+  return records
+
+
+def make_loader(config, records, *, train: bool, batch_size: int,
+                num_epochs: Optional[int] = None):
+  from data import pipeline  # pylint: disable=g-import-not-at-top
+  d = config.data
+  return pipeline.make_sce_landmark_loader(
+      records, train=train, batch_size=batch_size, seed=int(config.seed),
+      mode=d.crop_mode, margin=float(d.margin),
+      num_workers=int(d.get("num_workers", 0)), num_epochs=num_epochs)
+
+
+def load_arrays(config, records, batch_size: int = 64
+                ) -> Dict[str, np.ndarray]:
+  """All eval crops of `records` in order: `image` uint8 `[n, 96, 96, 3]`,
+  `landmarks` (crop px), `landmarks_original`, `crop_to_image`."""
+  loader = make_loader(config, records, train=False, batch_size=batch_size,
+                       num_epochs=1)
+  chunks: Dict[str, list] = {}
+  for batch in loader:
+    keep = np.asarray(batch["valid"]).astype(bool)
+    for k in ("image", "landmarks", "landmarks_original", "crop_to_image",
+              "index"):
+      chunks.setdefault(k, []).append(np.asarray(batch[k])[keep])
+  out = {k: np.concatenate(v) for k, v in chunks.items()}
+  order = np.argsort(out["index"], kind="stable")
+  return {k: v[order] for k, v in out.items()}
+
+
+# ----------------------------------------------------------------- model ----
+
+class FeatureModel:
+  """Frozen encoder + light projector; pure functions of `params`.
+
+  `params = {"encoder": ..., "projector": ...}`.
+  """
+
+  def __init__(self, config):
+    self.config = config
+    self.encoder = backbone_lib.encoder_from_config(config)
+    self.projector = projector_lib.LightProjector(
+        features=int(config.projector.dim))
+    self.normalise = config.backbone.get("normalise", "imagenet")
+    c = config.carb
+    self.carb_layer = int(c.layer)
+    fl = c.get("feature_layer", "last")
+    self.feature_layer = None if fl in ("last", None) else int(fl)
+    self.carb_kwargs = dict(eta=float(c.eta), num_clusters=int(c.num_clusters),
+                            knn=int(c.knn), replace=c.get("replace", "centre"),
+                            grid_shape=(self.encoder.grid_size,) * 2)
+    if not 1 <= self.carb_layer <= self.encoder.depth:
+      raise ValueError(f"carb.layer must be in [1, {self.encoder.depth}], got "
+                       f"{self.carb_layer}.")
+
+  # --- init ---
+  def init_projector(self, rng):
+    x = jnp.zeros((1, 1, self.encoder.width), jnp.float32)
+    return self.projector.init(rng, x)["params"]
+
+  # --- encoder pieces ---
+  def encode(self, enc_params, images_uint8, *, with_carb: bool = False):
+    """Returns `(last-layer patch tokens [B, N, C], layer-L_c tokens or None,
+    eq.-1 CLS similarity [B, N] or None)`; no CLS token in the outputs."""
+    x = backbone_lib.normalise_images(images_uint8, self.normalise)
+    layers = ()
+    if with_carb:
+      layers = (self.carb_layer,)
+      if self.feature_layer is not None:
+        layers = tuple(sorted({self.carb_layer, self.feature_layer}))
+    out = self.encoder.apply(
+        {"params": enc_params}, x, return_layers=layers,
+        return_attention_layers=(self.carb_layer,) if with_carb else ())
+    tokens = out.tokens[:, 1:]
+    if self.feature_layer is not None and with_carb:
+      tokens = out.layers[self.feature_layer][:, 1:]
+    if not with_carb:
+      return tokens, None, None
+    sim = carb_lib.cls_attention_from_map(out.attentions[self.carb_layer])
+    return tokens, out.layers[self.carb_layer][:, 1:], sim
+
+  def carb(self, enc_params, images_uint8, key=None):
+    """CARB selection (`carb.CarbSelection`, batched) of frozen features."""
+    tokens, early, sim = self.encode(enc_params, images_uint8, with_carb=True)
+    tokens, early, sim = jax.lax.stop_gradient((tokens, early, sim))
+    return carb_lib.carb_select_batch(sim, early, key, output_tokens=tokens,
+                                      **self.carb_kwargs)
+
+  def lcr_per_image(self, params, images_uint8, key=None):
+    """`[B]` eq. 7 per image on the projected kept tokens."""
+    sel = self.carb(params["encoder"], images_uint8, key)
+    phi = self.projector.apply({"params": params["projector"]},
+                               sel.kept_features)
+    c = self.config.lcr
+    return lcr_lib.lcr_loss_per_image(
+        phi, sel.kept_positions, sel.kept_is_attentive, tau=float(c.tau),
+        r_att_att=float(c.r_att_att), r_att_inatt=float(c.r_att_inatt),
+        r_inatt_inatt=float(c.r_inatt_inatt),
+        position_scale=float(c.position_scale),
+        exclude_self=bool(c.exclude_self),
+        anchor_reduction=c.anchor_reduction)
+
+  # --- inference ---
+  def token_features(self, params, images_uint8, kind: str = "projector"):
+    """Patch-grid features `[B, N, D]` of one kind (see `FEATURE_KINDS`).
+
+    "backbone": last-layer tokens (raw MAE, Table 4 Baseline);
+    "projector": projected, unit-norm (SCE-MAE); "concat": both concatenated
+    (detection input, Sec. 4.2); "backbone_carb": last-layer tokens with the
+    inattentive ones replaced by their CARB centres (Table 4 "cluster, no
+    LCR"; deterministic, no tie-break noise).
+    """
+    if kind not in FEATURE_KINDS:
+      raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, got "
+                       f"{kind!r}.")
+    if kind == "backbone_carb":
+      return self.carb(params["encoder"], images_uint8).approx_tokens
+    tokens, _, _ = self.encode(params["encoder"], images_uint8)
+    if kind == "backbone":
+      return tokens
+    phi = self.projector.apply({"params": params["projector"]}, tokens)
+    if kind == "projector":
+      return phi
+    return jnp.concatenate([tokens, phi], axis=-1)
+
+  def dense_features(self, params, images_uint8, kind: str = "projector",
+                     stride: Optional[int] = None,
+                     shift_batching: str = "vmap"):
+    """Cover-and-stride features `[B, S/s, S/s, D]` (no clustering)."""
+    s = int(stride or self.config.inference.stride)
+    encode = lambda im: self.token_features(params, im, kind)
+    # Shifted windows are built from the uint8 images cast to float: padding
+    # ("edge") happens before normalisation, which `encode` applies.
+    return dense_lib.cover_and_stride(
+        encode, images_uint8.astype(jnp.float32), self.encoder.patch_size, s,
+        padding=self.config.inference.get("padding", "edge"),
+        shift_batching=shift_batching)
+
+
+# ---------------------------------------------------------------- method ----
+
+class Stage2Method:
+  """CARB + LCR training of the projector (interface: training/loop.py)."""
+
+  best_metric = "val/lcr"
+  best_mode = "min"
+
+  def __init__(self, config, train_records=None, eval_records=None):
+    self.config = config
+    self.model = FeatureModel(config)
+    self.size = self.model.encoder.image_size
+    self._encoder_params = None
+    self.train_records = train_records
+    self.eval_records = eval_records
+    if self.train_records is None:
+      self.train_records = list_records(config, config.data.train_split)
+    if self.eval_records is None:
+      self.eval_records = {s: list_records(config, s, eval_set=True)
+                           for s in config.data.eval_splits}
+    self.extra_modes = {"matching": _matching_mode, "tsne": _tsne_mode}
+    # Loaded now, eagerly: `init_variables` runs under jit/eval_shape traces,
+    # where an orbax restore cannot run.
+    self.load_frozen()
+
+  # --- frozen backbone ---
+  def load_frozen(self):
+    self.encoder_params()
+
+  def encoder_params(self):
+    if self._encoder_params is None:
+      self._encoder_params = backbone_lib.backbone_params(self.config,
+                                                          self.model.encoder)
+    return self._encoder_params
+
+  # --- data ---
+  def num_train_examples(self) -> int:
+    return len(self.train_records)
+
+  def train_iterator(self, local_batch_size: int):
+    return iter(make_loader(self.config, self.train_records, train=True,
+                            batch_size=local_batch_size))
+
+  def eval_iterators(self, local_batch_size: int):
+    def factory(records):
+      return lambda: make_loader(self.config, records, train=False,
+                                 batch_size=local_batch_size, num_epochs=1)
+    return {s: factory(r) for s, r in self.eval_records.items()}
+
+  def dummy_batch(self, batch_size: int) -> Dict[str, np.ndarray]:
+    s = self.size
+    n = self.train_records[0].num_points
+    pts = np.full((batch_size, n, 2), s / 2.0, np.float32)
+    return {"image": np.zeros((batch_size, s, s, 3), np.uint8),
+            "landmarks": pts, "landmarks_original": pts.copy(),
+            "visible": np.ones((batch_size, n), bool),
+            "crop_to_image": np.tile(np.eye(2, 3, dtype=np.float32),
+                                     (batch_size, 1, 1)),
+            "valid": np.ones((batch_size,), bool),
+            "index": np.arange(batch_size, dtype=np.int32)}
+
+  # --- model ---
+  def init_variables(self, rng, batch):
+    del batch
+    enc = jax.tree.map(jnp.asarray, self.encoder_params())
+    return {"encoder": enc,
+            "projector": self.model.init_projector(rng)}, {}
+
+  def trainable_mask(self, params):
+    return {"encoder": jax.tree.map(lambda _: False, params["encoder"]),
+            "projector": jax.tree.map(lambda _: True, params["projector"])}
+
+  def forward(self, params, model_state, batch):
+    del model_state
+    return self.model.dense_features(params, batch["image"], "projector")
+
+  def loss_fn(self, params, model_state, batch, rng, step):
+    del step
+    per_image = self.model.lcr_per_image(params, batch["image"], rng)
+    w = batch["valid"].astype(jnp.float32)
+    loss = jnp.sum(w * per_image) / jnp.maximum(jnp.sum(w), 1.0)
+    return loss, (model_state, {"lcr": loss})
+
+  def eval_step(self, params, model_state, batch):
+    del model_state
+    return {"lcr": self.model.lcr_per_image(params, batch["image"], None)}
+
+  def evaluate(self, outputs: Dict[str, np.ndarray], split: str
+               ) -> Dict[str, float]:
+    del split
+    return {"lcr": float(np.mean(outputs["lcr"]))}
+
+
+# ------------------------------------------------------------- modes ----
+
+def restore_params(method, config, workdir: str):
+  """Stage-2 params of `workdir` (latest / config.eval_checkpoint), or the
+  initial ones (random projector) when `workdir` has no checkpoint."""
+  from training import loop  # pylint: disable=g-import-not-at-top
+  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  trainer = loop.Trainer(method, config)
+  which = config.get("eval_checkpoint", "latest")
+  step = None
+  if workdir and os.path.isdir(os.path.join(workdir, "checkpoints")):
+    checkpointer = ckpt_lib.Checkpointer(
+        workdir, best_metric=method.best_metric, async_save=False)
+    step = checkpointer.step_for(which)
+    if step is not None:
+      state, _, _, _ = checkpointer.restore(step, trainer.abstract_state,
+                                            which)
+    checkpointer.close()
+  if step is None:
+    print(f"no stage-2 checkpoint in {workdir!r}: using the initial "
+          "(untrained) projector", flush=True)
+    state = trainer.init_state()
+  return state.params
+
+
+def _eval_arrays(method, config):
+  split = config.data.eval_splits[0]
+  return load_arrays(config, method.eval_records[split])
+
+
+def _matching_mode(method, config, workdir):
+  from sce_mae_jax import matching  # pylint: disable=g-import-not-at-top
+  params = restore_params(method, config, workdir)
+  arrays = _eval_arrays(method, config)
+  result = matching.evaluate_matching(
+      method.model, params, arrays, kind=config.matching.feature_kind,
+      num_pairs=int(config.matching.num_pairs), seed=int(config.seed),
+      warp_kwargs=dict(config.matching.warp))
+  print(matching.format_result(result), flush=True)
+  matching.write_result(result, os.path.join(workdir, "matching.json"))
+  return result
+
+
+def _tsne_mode(method, config, workdir):
+  from sce_mae_jax import tsne  # pylint: disable=g-import-not-at-top
+  params = restore_params(method, config, workdir)
+  arrays = _eval_arrays(method, config)
+  return tsne.run_feature_quality(method.model, params, arrays, config,
+                                  workdir)
+
+
+def make_method(config) -> Stage2Method:
+  return Stage2Method(config)
+
+
+# --------------------------------------------------------------- config ----
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by the stage-2 configs (paper settings, DeiT-S)."""
+  c = ml_collections.ConfigDict()
+  c.method = "sce_mae_carb"
+  c.seed = 0
+  c.backbone = ml_collections.ConfigDict(dict(
+      preset="deit_small", image_size=96, patch_size=8, width=0,
+      depth=0, num_heads=0, checkpoint="", which="latest",
+      use_ema=True, normalise="imagenet", seed=0))
+  c.projector = ml_collections.ConfigDict(dict(dim=64))
+  c.carb = ml_collections.ConfigDict(dict(
+      layer=3, feature_layer="last", eta=0.1, num_clusters=4, knn=5,
+      replace="centre"))
+  c.lcr = ml_collections.ConfigDict(dict(
+      tau=lcr_lib.DEFAULT_TAU, r_att_att=5.0, r_att_inatt=5.0,
+      r_inatt_inatt=2.0, position_scale=1.0, exclude_self=False,
+      anchor_reduction="sum"))
+  c.inference = ml_collections.ConfigDict(dict(stride=2, padding="edge"))
+  c.matching = ml_collections.ConfigDict(dict(
+      num_pairs=1000, feature_kind="projector",
+      warp=dict(grid_size=5, control_sd=0.05, rotation_sd_deg=2.5,
+                scale_sd=0.05, translation_sd=0.05)))
+  c.tsne = ml_collections.ConfigDict(dict(
+      num_faces=100, feature_kind="projector", perplexity=30.0,
+      iterations=500, runs=3))
+  c.data = ml_collections.ConfigDict(dict(
+      name="mtfl", root="../shared/data/mtfl", train_split="train",
+      eval_splits=("val",), crop_mode="points", margin=3.0, num_val=1000,
+      split_seed=0, num_workers=0, check_images="exists", eval_name="",
+      eval_root=""))
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.num_epochs = 10
+  c.max_steps = 0                   # > 0 overrides num_epochs (smoke runs).
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=1e-3, schedule="constant"))
+  c.ema = ml_collections.ConfigDict(dict(enabled=False))
+  c.log_every_steps = 50
+  c.progress_every_steps = 50
+  c.checkpoint_every_steps = 0
+  c.keep_checkpoints = 2
+  c.eval_every_epochs = 1
+  c.async_checkpoints = False
+  c.compilation_cache_dir = ""
+  c.resume_may_change = ("num_epochs", "max_steps", "eval_every_epochs")
+  return c

@@ -1,0 +1,232 @@
+"""Checkpoints with orbax: periodic + best, async saves, exact resume, config guard.
+
+Layout in the workdir:
+  checkpoints/<step>/{state,data,meta,config}   periodic, the last `keep` kept
+  checkpoints_best/<step>/{...}                 the best by the validation metric
+                                                (one kept), separate from periodic
+Items of a checkpoint:
+  state   the `TrainState` pytree (params, model_state, opt_state, EMA, step,
+          rng), restored with the shardings of the running job.
+  data    the training iterator's state as JSON (grain `get_state()`), so the
+          data order continues exactly where it stopped.
+  meta    small JSON: epoch, best metric, ...
+  config  the resolved config as JSON; on resume it is compared with the new
+          config and training refuses to continue when a field that changes
+          shapes or semantics differs (see `check_config_compatible`).
+
+Saves are asynchronous (orbax copies the arrays to host and writes in a
+background thread); `wait()` blocks until they are on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Mapping, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+# Config fields that may differ between a checkpoint and the run resuming it:
+# bookkeeping, cadence, paths and the training length. Everything else (model,
+# loss, data scheme, optimizer, batch size, seed, ...) must match.
+RESUMABLE_FIELDS = (
+    "workdir", "num_epochs", "max_steps", "log_every_steps",
+    "checkpoint_every_steps", "eval_every_epochs", "keep_checkpoints",
+    "progress_every_steps", "compilation_cache_dir", "distributed",
+    "data.root", "data.num_workers", "data.eval_batch_size",
+    "data.prefetch_buffer_size", "mode", "resume_may_change",
+)
+
+
+class ConfigMismatchError(ValueError):
+  pass
+
+
+def config_to_dict(config) -> dict:
+  """The config as a JSON-compatible dict (ConfigDict or plain mapping)."""
+  if hasattr(config, "to_json_best_effort"):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(dict(config), default=str))
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def check_config_compatible(saved: Mapping[str, Any], current: Mapping[str, Any],
+                            may_change: Iterable[str] = ()) -> None:
+  """Raises ConfigMismatchError listing the fields that must not change.
+
+  Args:
+    saved: config dict stored in the checkpoint.
+    current: config dict of the run that wants to resume.
+    may_change: extra dotted field names (or prefixes ending in '.') allowed
+      to differ, on top of RESUMABLE_FIELDS.
+  """
+  allowed = tuple(RESUMABLE_FIELDS) + tuple(may_change)
+
+  def is_allowed(key):
+    return any(key == a or key.startswith(a.rstrip(".") + ".") for a in allowed)
+
+  a, b = _flatten(saved), _flatten(current)
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if is_allowed(key):
+      continue
+    va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+    if va != vb:
+      diffs.append(f"  {key}: checkpoint={va!r} now={vb!r}")
+  if diffs:
+    raise ConfigMismatchError(
+        "the config does not match the checkpoint it would resume from; "
+        "these fields differ:\n" + "\n".join(diffs) +
+        "\nUse a new --workdir for a different experiment, or restore the "
+        "original values (only " + ", ".join(RESUMABLE_FIELDS[:6]) +
+        ", ... may change on resume).")
+
+
+def abstract_like(tree, shardings=None):
+  """ShapeDtypeStructs (with shardings) describing `tree`, for restoring."""
+  if shardings is None:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      tree, shardings)
+
+
+def _encode_data_state(data_state) -> dict:
+  """Iterator state as a JSON object (grain returns JSON bytes)."""
+  if data_state is None:
+    return {}
+  if isinstance(data_state, (bytes, bytearray)):
+    return {"bytes": bytes(data_state).decode("utf-8")}
+  return {"json": data_state}
+
+
+def _decode_data_state(stored):
+  if not stored:
+    return None
+  if "bytes" in stored:
+    return stored["bytes"].encode("utf-8")
+  return stored["json"]
+
+
+class Checkpointer:
+  """Periodic and best checkpoints of one training run."""
+
+  ITEMS = ("state", "data", "meta", "config")
+
+  def __init__(self, workdir: str, *, keep: int = 2,
+               best_metric: Optional[str] = None, best_mode: str = "min",
+               async_save: bool = True):
+    self.workdir = os.path.abspath(workdir)
+    self.best_metric = best_metric
+    self.best_mode = best_mode
+    self._best_value = None
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True,
+        enable_async_checkpointing=async_save)
+    self.periodic = ocp.CheckpointManager(
+        os.path.join(self.workdir, "checkpoints"), options=options,
+        item_names=self.ITEMS)
+    self.best = None
+    if best_metric:
+      best_options = ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=True, best_fn=lambda m: m[best_metric],
+          best_mode=best_mode, keep_checkpoints_without_metrics=False,
+          enable_async_checkpointing=async_save)
+      self.best = ocp.CheckpointManager(
+          os.path.join(self.workdir, "checkpoints_best"),
+          options=best_options, item_names=self.ITEMS)
+
+  # ------------------------------------------------------------ saving ----
+  @staticmethod
+  def _args(state, data_state, meta, config_dict):
+    return ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(_encode_data_state(data_state)),
+        meta=ocp.args.JsonSave(dict(meta)),
+        config=ocp.args.JsonSave(config_dict))
+
+  def save(self, step: int, state, data_state, meta, config_dict,
+           force: bool = False) -> bool:
+    """Periodic save (async). Returns whether a save was started."""
+    if step in self.periodic.all_steps():
+      return False
+    return self.periodic.save(
+        step, args=self._args(state, data_state, meta, config_dict),
+        force=force)
+
+  def save_best(self, step: int, state, data_state, meta, config_dict,
+                metrics: Mapping[str, float]) -> bool:
+    """Offers a checkpoint to the best manager; kept only if it is the best."""
+    if self.best is None or step in self.best.all_steps():
+      return False
+    metrics = {k: float(v) for k, v in metrics.items()}
+    value = metrics[self.best_metric]
+    current = self.best_value()
+    if current is not None and not (
+        value < current if self.best_mode == "min" else value > current):
+      return False
+    self._best_value = value
+    return self.best.save(
+        step, args=self._args(state, data_state, meta, config_dict),
+        metrics=metrics, force=True)
+
+  def best_value(self) -> Optional[float]:
+    """The best metric value kept so far (None before the first)."""
+    if self._best_value is None and self.best is not None:
+      step = self.best.best_step()
+      metrics = self.best.metrics(step) if step is not None else None
+      if metrics:
+        self._best_value = float(metrics[self.best_metric])
+    return self._best_value
+
+  def wait(self):
+    self.periodic.wait_until_finished()
+    if self.best is not None:
+      self.best.wait_until_finished()
+
+  def close(self):
+    self.periodic.close()
+    if self.best is not None:
+      self.best.close()
+
+  # --------------------------------------------------------- restoring ----
+  def latest_step(self) -> Optional[int]:
+    return self.periodic.latest_step()
+
+  def _manager(self, which: str):
+    if which == "best":
+      if self.best is None:
+        raise ValueError("no best-checkpoint manager (best_metric not set)")
+      return self.best
+    return self.periodic
+
+  def step_for(self, which: str = "latest") -> Optional[int]:
+    if which == "best":
+      return self.best.best_step() if self.best is not None else None
+    return self.periodic.latest_step()
+
+  def restore_config(self, step: int, which: str = "latest") -> dict:
+    out = self._manager(which).restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return dict(out["config"])
+
+  def restore(self, step: int, abstract_state, which: str = "latest"):
+    """Returns (state, data_state, meta, config_dict) of checkpoint `step`."""
+    out = self._manager(which).restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore(),
+        config=ocp.args.JsonRestore()))
+    data_state = _decode_data_state(out["data"])
+    return out["state"], data_state, dict(out["meta"]), dict(out["config"])

@@ -1,0 +1,398 @@
+"""The method-agnostic train / eval / summary loop.
+
+A *method* (STAR, SCE-MAE stage 1, SCE-MAE stage 2, ...) is an object built by
+`make_method(config)` in its module (see `run.py`'s registry). The loop only
+talks to it through this interface (shapes: B = local batch size):
+
+  Data
+    num_train_examples() -> int
+        size of one training epoch (for epochs -> steps conversions).
+    train_iterator(local_batch_size) -> iterator of dict[str, np.ndarray]
+        infinite, shuffled per epoch, sharded over processes; must provide
+        `get_state()` (JSON-serialisable) and `set_state(state)` (a grain
+        DataLoader iterator does), so a resume continues the data order.
+    eval_iterators(local_batch_size) -> dict[str, Callable[[], Iterable]]
+        per evaluation split/subset, a factory of a finite iterable of batches;
+        batches carry `valid` bool [B] (False on padding).
+    dummy_batch(batch_size) -> dict[str, np.ndarray]
+        a batch with the shapes/dtypes of a training batch (for init, FLOPs).
+
+  Model and loss (pure functions of jax arrays, traced inside jax.jit)
+    init_variables(rng, batch) -> (params, model_state)
+    loss_fn(params, model_state, batch, rng, step)
+        -> (loss, (new_model_state, metrics: dict[str, scalar]))
+    eval_step(params, model_state, batch) -> dict[str, [B, ...]] per example
+    forward(params, model_state, batch) -> outputs     (optional; FLOPs)
+    trainable_mask(params) -> bool pytree like params, or None  (optional;
+        False = frozen: no gradient, no optimizer state)
+
+  Evaluation (host side, numpy)
+    evaluate(outputs: dict[str, np.ndarray [n, ...]], split) -> dict[str, float]
+        outputs are `eval_step` results over the whole split, padding removed.
+
+  Optional attributes: `best_metric` (e.g. "test_ema/nme"), `best_mode`
+  ("min"/"max"), `extra_modes` (dict mode -> fn(method, config, workdir)).
+
+Config fields read here: seed, batch_size, num_epochs, max_steps (optional),
+optimizer.*, ema.*, fsdp, log_every_steps, progress_every_steps,
+checkpoint_every_steps, keep_checkpoints, eval_every_epochs, eval_batch_size,
+best_metric, resume_may_change, compilation_cache_dir, async_checkpoints.
+
+Metrics go to `workdir/tensorboard/events.out.tfevents.*` and
+`workdir/metrics.jsonl`; eval results are named `<split>/<metric>` for the raw
+parameters and `<split>_ema/<metric>` for the EMA parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from clu import metrics as clu_metrics
+
+from training import checkpoints as ckpt_lib
+from training import mesh as mesh_lib
+from training import progress as progress_lib
+from training import state as state_lib
+from training import writers as writers_lib
+
+
+# ------------------------------------------------------------------ setup ----
+
+def setup_runtime(config, workdir: Optional[str] = None) -> None:
+  """Persistent XLA compilation cache (config.compilation_cache_dir).
+
+  "" disables it; "workdir" puts it in `<workdir>/xla_cache`; any other value
+  is a path (`~` expanded). Compiled programs are reused across runs, which
+  removes most of the start-up time of a resumed or repeated run.
+  """
+  path = config.get("compilation_cache_dir", "")
+  if not path:
+    return
+  if path == "workdir":
+    if not workdir:
+      return
+    path = os.path.join(workdir, "xla_cache")
+  path = os.path.expanduser(path)
+  os.makedirs(path, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class Trainer:
+  """Builds the jitted steps of a method on a mesh; used by train/evaluate."""
+
+  def __init__(self, method, config, mesh=None):
+    self.method = method
+    self.config = config
+    self.mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    self.global_batch_size = int(config.batch_size)
+    self.local_batch_size = mesh_lib.local_batch_size(self.global_batch_size)
+    self.steps_per_epoch = max(
+        1, int(method.num_train_examples()) // self.global_batch_size)
+    max_steps = config.get("max_steps", None)
+    self.total_steps = int(max_steps) if max_steps else int(
+        round(float(config.num_epochs) * self.steps_per_epoch))
+    self.tx, self.schedule = state_lib.make_optimizer(
+        config.optimizer, self.steps_per_epoch, self.total_steps)
+    self.ema_decay = state_lib.ema_decay(config.get("ema", None),
+                                         self.global_batch_size)
+    self._mask = None
+    self._build()
+
+  # --------------------------------------------------------------- init ----
+  def _init_fn(self, rng, batch):
+    init_rng, train_rng = jax.random.split(rng)
+    params, model_state = self.method.init_variables(init_rng, batch)
+    mask_fn = getattr(self.method, "trainable_mask", None)
+    return state_lib.create_train_state(
+        params, model_state, self.tx, mask_fn(params) if mask_fn else None,
+        train_rng, self.ema_decay is not None)
+
+  def _build(self):
+    config = self.config
+    dummy = self.method.dummy_batch(self.global_batch_size)
+    self._dummy = dummy
+    self.abstract_batch = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
+                           for k, v in dummy.items()}
+    rng = jax.random.PRNGKey(int(config.seed))
+    abstract = jax.eval_shape(self._init_fn, rng, self.abstract_batch)
+    mask_fn = getattr(self.method, "trainable_mask", None)
+    self._mask = mask_fn(abstract.params) if mask_fn else None
+    self.state_shardings = mesh_lib.param_shardings(
+        self.mesh, abstract, fsdp=bool(config.get("fsdp", False)),
+        min_size=int(config.get("fsdp_min_size", 2**14)))
+    self.abstract_state = ckpt_lib.abstract_like(abstract, self.state_shardings)
+    self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
+    replicated = mesh_lib.replicated(self.mesh)
+    self._init = jax.jit(self._init_fn, out_shardings=self.state_shardings)
+    self.train_step = jax.jit(
+        self._train_step,
+        in_shardings=(self.state_shardings, self.batch_sharding),
+        out_shardings=(self.state_shardings, replicated),
+        donate_argnums=(0,))
+    self.eval_step = jax.jit(self.method.eval_step,
+                             out_shardings=self.batch_sharding)
+
+  def init_state(self) -> state_lib.TrainState:
+    rng = jax.random.PRNGKey(int(self.config.seed))
+    batch = mesh_lib.global_batch(
+        self.mesh, {k: v[:self.local_batch_size] for k, v in self._dummy.items()})
+    return self._init(rng, batch)
+
+  # --------------------------------------------------------------- step ----
+  def _train_step(self, state: state_lib.TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    trainable, frozen = state_lib.partition(state.params, self._mask)
+
+    def loss_of(trainable):
+      params = state_lib.merge(trainable, frozen)
+      return self.method.loss_fn(params, state.model_state, batch, rng,
+                                 state.step)
+
+    (loss, (new_model_state, metrics)), grads = jax.value_and_grad(
+        loss_of, has_aux=True)(trainable)
+    new_state = state_lib.apply_gradients(
+        state, self.tx, grads, trainable, frozen, new_model_state,
+        self.ema_decay)
+    metrics = dict(metrics)
+    metrics["loss"] = loss
+    metrics["grad_norm"] = jnp.sqrt(sum(
+        jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    metrics["learning_rate"] = self.schedule(state.step)
+    return new_state, metrics
+
+  # --------------------------------------------------------------- eval ----
+  def evaluate(self, state: state_lib.TrainState, use_ema: bool = True
+               ) -> dict[str, float]:
+    """Evaluates the raw (and EMA) parameters on every eval split."""
+    variants = [("", (state.params, state.model_state))]
+    if use_ema and state.ema is not None:
+      variants.append(("_ema", state.ema))
+    results = {}
+    eval_bs = int(self.config.get("eval_batch_size", 0) or
+                  self.global_batch_size)
+    local_eval_bs = mesh_lib.local_batch_size(eval_bs)
+    splits = self.method.eval_iterators(local_eval_bs)
+    for split, make_iter in splits.items():
+      for suffix, (params, model_state) in variants:
+        outputs = self.run_eval_split(params, model_state, make_iter())
+        summary = self.method.evaluate(outputs, split)
+        for k, v in summary.items():
+          results[f"{split}{suffix}/{k}"] = float(v)
+    return results
+
+  def run_eval_split(self, params, model_state, batches) -> dict[str, np.ndarray]:
+    chunks: dict[str, list] = {}
+    for local in batches:
+      batch = mesh_lib.global_batch(self.mesh, local)
+      out = self.eval_step(params, model_state, batch)
+      out = jax.tree.map(_to_host, out)
+      keep = _to_host(batch["valid"]).astype(bool)
+      for k, v in out.items():
+        chunks.setdefault(k, []).append(np.asarray(v)[keep])
+    if not chunks:
+      raise ValueError("an evaluation split produced no batches")
+    return {k: np.concatenate(v, axis=0) for k, v in chunks.items()}
+
+
+def _to_host(x):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+# -------------------------------------------------------------- train loop ----
+
+class _MetricAccumulator:
+  """Averages per-step scalar metrics with clu.metrics.Average (no host sync)."""
+
+  def __init__(self):
+    self._acc: dict[str, clu_metrics.Average] = {}
+
+  def add(self, metrics):
+    for k, v in metrics.items():
+      m = clu_metrics.Average.from_model_output(jnp.asarray(v, jnp.float32))
+      self._acc[k] = self._acc[k].merge(m) if k in self._acc else m
+
+  def compute_and_reset(self) -> dict[str, float]:
+    out = {k: float(m.compute()) for k, m in self._acc.items()}
+    self._acc = {}
+    return out
+
+
+def train(method, config, workdir: str) -> state_lib.TrainState:
+  """Trains (or resumes) `method` in `workdir`; returns the final state."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  setup_runtime(config, workdir)
+  is_main = jax.process_index() == 0
+  trainer = Trainer(method, config)
+  config_dict = ckpt_lib.config_to_dict(config)
+  best_metric = config.get("best_metric", None) or getattr(
+      method, "best_metric", None)
+  checkpointer = ckpt_lib.Checkpointer(
+      workdir, keep=int(config.get("keep_checkpoints", 2)),
+      best_metric=best_metric,
+      best_mode=getattr(method, "best_mode", "min"),
+      async_save=bool(config.get("async_checkpoints", True)))
+  train_iter = method.train_iterator(trainer.local_batch_size)
+
+  latest = checkpointer.latest_step()
+  meta = {}
+  if latest is not None:
+    saved = checkpointer.restore_config(latest)
+    ckpt_lib.check_config_compatible(
+        saved, config_dict, tuple(config.get("resume_may_change", ()) or ()))
+    state, data_state, meta, _ = checkpointer.restore(
+        latest, trainer.abstract_state)
+    if data_state is not None:
+      train_iter.set_state(data_state)
+    if is_main:
+      print(f"resumed from {workdir}/checkpoints/{latest} (step "
+            f"{int(state.step)})", flush=True)
+  else:
+    state = trainer.init_state()
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config_dict, f, indent=2, sort_keys=True)
+    n = state_lib.count_params(state.params)
+    print(f"{n:,} parameters; {trainer.steps_per_epoch} steps/epoch, "
+          f"{trainer.total_steps} steps, global batch "
+          f"{trainer.global_batch_size} on {jax.device_count()} device(s)",
+          flush=True)
+
+  writer = writers_lib.MetricWriter(workdir, enabled=is_main)
+  step = int(state.step)
+  progress = progress_lib.Progress(
+      trainer.total_steps, step,
+      every_steps=int(config.get("progress_every_steps", 50)), enabled=is_main)
+  log_every = int(config.get("log_every_steps", 50))
+  ckpt_every = int(config.get("checkpoint_every_steps", 0) or 0)
+  eval_every = int(config.get("eval_every_epochs", 1) or 0)
+  spe = trainer.steps_per_epoch
+  acc = _MetricAccumulator()
+  last_eval: dict[str, float] = {}
+
+  def save(step, force=False):
+    checkpointer.save(step, state, train_iter.get_state(),
+                      {"step": step, "epoch": step / spe, **meta},
+                      config_dict, force=force)
+
+  while step < trainer.total_steps:
+    local = next(train_iter)
+    batch = mesh_lib.global_batch(trainer.mesh, local)
+    state, metrics = trainer.train_step(state, batch)
+    step += 1
+    acc.add(metrics)
+    if step % log_every == 0 or step == trainer.total_steps:
+      scalars = {f"train/{k}": v for k, v in acc.compute_and_reset().items()}
+      scalars["train/epoch"] = step / spe
+      writer.write_scalars(step, scalars)
+      progress.update(step, f"loss {scalars['train/loss']:.4g}")
+    else:
+      progress.update(step)
+    epoch_end = step % spe == 0
+    is_last = step == trainer.total_steps
+    if (eval_every and epoch_end and (step // spe) % eval_every == 0) or (
+        is_last and eval_every):
+      last_eval = trainer.evaluate(state)
+      writer.write_scalars(step, last_eval)
+      writer.flush()
+      if is_main:
+        print(format_eval(step, last_eval), flush=True)
+      if best_metric and best_metric in last_eval:
+        checkpointer.save_best(
+            step, state, train_iter.get_state(),
+            {"step": step, "epoch": step / spe}, config_dict,
+            {best_metric: last_eval[best_metric]})
+      elif best_metric and is_main:
+        print(f"warning: best_metric {best_metric!r} not among the eval "
+              f"results {sorted(last_eval)}", flush=True)
+    if (ckpt_every and step % ckpt_every == 0) or is_last:
+      save(step, force=is_last)
+  writer.flush()
+  checkpointer.wait()
+  checkpointer.close()
+  writer.close()
+  if last_eval and is_main:
+    with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+      json.dump(last_eval, f, indent=2, sort_keys=True)
+  return state
+
+
+def format_eval(step: int, results: dict[str, float]) -> str:
+  lines = [f"eval at step {step}:"]
+  for k in sorted(results):
+    lines.append(f"  {k} = {results[k]:.6g}")
+  return "\n".join(lines)
+
+
+def evaluate(method, config, workdir: str) -> dict[str, float]:
+  """Restores a checkpoint (config.eval_checkpoint: latest|best) and evaluates."""
+  setup_runtime(config, workdir)
+  trainer = Trainer(method, config)
+  which = config.get("eval_checkpoint", "latest")
+  best_metric = config.get("best_metric", None) or getattr(
+      method, "best_metric", None)
+  checkpointer = ckpt_lib.Checkpointer(workdir, best_metric=best_metric,
+                                       async_save=False)
+  step = checkpointer.step_for(which)
+  if step is None:
+    raise FileNotFoundError(
+        f"no {which} checkpoint under {workdir}/"
+        f"{'checkpoints_best' if which == 'best' else 'checkpoints'}; train "
+        "first (--mode=train) or point --workdir at a trained run")
+  state, _, _, _ = checkpointer.restore(step, trainer.abstract_state, which)
+  results = trainer.evaluate(state)
+  if jax.process_index() == 0:
+    print(format_eval(step, results), flush=True)
+  checkpointer.close()
+  return results
+
+
+def summary(method, config, workdir: Optional[str] = None) -> dict[str, Any]:
+  """Parameter count, forward FLOPs per image (XLA cost analysis), config."""
+  del workdir
+  dummy = method.dummy_batch(1)
+  abstract_batch = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
+                    for k, v in dummy.items()}
+  rng = jax.random.PRNGKey(int(config.seed))
+  params, model_state = jax.eval_shape(method.init_variables, rng,
+                                       abstract_batch)
+  n_params = state_lib.count_params(params)
+  forward = getattr(method, "forward", None) or method.eval_step
+  compiled = jax.jit(forward).lower(params, model_state,
+                                    abstract_batch).compile()
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  flops = float((cost or {}).get("flops", float("nan")))
+  out = {"parameters": n_params, "flops_per_image": flops}
+  print(f"parameters: {n_params:,}")
+  print(f"forward FLOPs per image: {flops:.4g} ({flops / 1e9:.3f} GFLOPs; "
+        "XLA cost analysis of the compiled forward, batch 1)")
+  print("config:")
+  print(config)
+  return out
+
+
+def run_mode(mode: str, method, config, workdir: str):
+  """Dispatches --mode to the loop or to one of the method's extra modes."""
+  if mode == "train":
+    return train(method, config, workdir)
+  if mode == "eval":
+    return evaluate(method, config, workdir)
+  if mode == "summary":
+    return summary(method, config, workdir)
+  extra = getattr(method, "extra_modes", None) or {}
+  if mode in extra:
+    return extra[mode](method, config, workdir)
+  raise ValueError(f"unknown --mode {mode!r}; expected train, eval, summary"
+                   + (", " + ", ".join(sorted(extra)) if extra else ""))
