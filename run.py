@@ -24,9 +24,9 @@ from ml_collections import config_flags
 # method's dependencies are only needed when it runs.
 METHODS = {
     "star": "star_jax.method",
-    "sce_mae_pretrain": "sce_mae_jax.method",
-    "sce_mae_carb": "sce_mae_jax.method",
-    "sce_mae_detection": "sce_mae_jax.method",
+    "sce_mae_pretrain": "sce_mae_jax.pretrain",
+    "sce_mae_carb": "sce_mae_jax.stage2",
+    "sce_mae_detection": "sce_mae_jax.detection",
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

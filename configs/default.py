@@ -7,11 +7,13 @@ Commands (2 CPU cores, under 10 minutes each):
 
 Data: data/synthetic.py renders 68-point faces (iBUG order) on demand from
 (seed, index): `data.synthetic.num_train` training faces (seed 0) and
-`num_eval` evaluation faces (seed 1, disjoint). `contour_noise` > 0 moves the
-stored contour annotation along the face edge (the STAR paper's semantic
-ambiguity); the evaluation set keeps exact points (eval_contour_noise would be
-a separate set; here the same noise setting is used for both unless you
-override it).
+`num_eval` evaluation faces (seed 1, disjoint). `contour_noise` > 0 (in units
+of the outer-eye-corner distance) moves the stored contour annotation of the
+TRAINING faces along the face edge (the STAR paper's semantic ambiguity);
+evaluation faces always keep their exact points, so NME measures the true
+error:
+  python run.py --config=configs/default.py --workdir=runs/default_noisy \
+      --config.data.synthetic.contour_noise=0.1
 
 Model: a small STAR hourglass (2 stacks, depth 2, width 32) without AAM on
 64x64 crops (16x16 heatmaps; see the comment at model.use_aam), STAR loss per

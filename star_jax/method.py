@@ -219,8 +219,11 @@ class StarData:
                          f"must be > 0, got {n}")
       records = synthetic.make_records(
           n, seed=int(syn.seed if is_train else syn.eval_seed),
-          image_size=int(syn.image_size), contour_noise=float(syn.contour_noise),
-          point_noise=float(syn.point_noise))
+          image_size=int(syn.image_size),
+          # Annotation noise is a property of the training labels; the
+          # evaluation faces keep their exact points.
+          contour_noise=float(syn.contour_noise) if is_train else 0.0,
+          point_noise=float(syn.point_noise) if is_train else 0.0)
     else:
       from data import readers  # pylint: disable=g-import-not-at-top
       root = data_root(self.config)

@@ -46,3 +46,18 @@ def test_malformed_row_and_missing_layout(tmp_path):
   assert "not a number: 'x'" in str(listing.problems[1])
   with pytest.raises(FileNotFoundError, match="train.csv"):
     readers.read_dataset("yt68", str(tmp_path), "train")
+
+
+def test_any_csv_of_the_same_format_is_a_split(tmp_path):
+  os.makedirs(tmp_path / "images")
+  values = np.arange(136, dtype=np.float64) / 4.0
+  with open(tmp_path / "my_frames.csv", "w") as f:
+    f.write("," + ",".join(str(i) for i in range(136)) + "\n")
+    f.write("x/a.jpg," + ",".join(str(float(v)) for v in values) + "\n")
+  listing = readers.read_dataset("yt68", str(tmp_path), "my_frames",
+                                 check_images="none")
+  assert len(listing) == 1 and listing[0].subset == "my_frames"
+  np.testing.assert_allclose(listing[0].landmarks, values.reshape(68, 2))
+  for bad in ("", "my_frames.csv", os.path.join("x", "y")):
+    with pytest.raises(ValueError, match="csv file stem"):
+      readers.read_dataset("yt68", str(tmp_path), bad, check_images="none")

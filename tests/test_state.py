@@ -87,3 +87,23 @@ def test_frozen_params_have_no_optimizer_state():
   n_opt = sum(x.size for x in jax.tree.leaves(st.opt_state))
   # Adam mu, nu for the 3 head weights + Adam's and the schedule's counts.
   assert n_opt == 2 * 3 + 2
+
+
+def test_adamw_weight_decay_mask_exempts_masked_params():
+  # With zero gradients Adam's update is 0, so only decoupled weight decay
+  # moves a parameter: p <- p - lr * wd * p where the mask is True.
+  c = _opt(name="adamw", schedule="constant", learning_rate=0.1,
+           weight_decay=0.5)
+  params = {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 2.0)}
+  mask_fn = lambda p: {"kernel": True, "bias": False}
+  tx, _ = state_lib.make_optimizer(c, 10, 100, weight_decay_mask=mask_fn)
+  grads = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(new["kernel"], 2.0 - 0.1 * 0.5 * 2.0, rtol=1e-6)
+  np.testing.assert_array_equal(new["bias"], params["bias"])
+  # Without a mask every parameter decays.
+  tx, _ = state_lib.make_optimizer(c, 10, 100)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(optax.apply_updates(params, updates)["bias"],
+                             2.0 - 0.1 * 0.5 * 2.0, rtol=1e-6)

@@ -31,7 +31,10 @@ talks to it through this interface (shapes: B = local batch size):
         outputs are `eval_step` results over the whole split, padding removed.
 
   Optional attributes: `best_metric` (e.g. "test_ema/nme"), `best_mode`
-  ("min"/"max"), `extra_modes` (dict mode -> fn(method, config, workdir)).
+  ("min"/"max"), `extra_modes` (dict mode -> fn(method, config, workdir)),
+  `weight_decay_mask(params)` (AdamW: True where weight decay applies),
+  `begin_eval(step, workdir)` (called before each evaluation, e.g. to write
+  images for that step).
 
 Config fields read here: seed, batch_size, num_epochs, max_steps (optional),
 optimizer.*, ema.*, fsdp, log_every_steps, progress_every_steps,
@@ -99,7 +102,8 @@ class Trainer:
     self.total_steps = int(max_steps) if max_steps else int(
         round(float(config.num_epochs) * self.steps_per_epoch))
     self.tx, self.schedule = state_lib.make_optimizer(
-        config.optimizer, self.steps_per_epoch, self.total_steps)
+        config.optimizer, self.steps_per_epoch, self.total_steps,
+        weight_decay_mask=getattr(method, "weight_decay_mask", None))
     self.ema_decay = state_lib.ema_decay(config.get("ema", None),
                                          self.global_batch_size)
     self._mask = None
@@ -302,6 +306,7 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
     is_last = step == trainer.total_steps
     if (eval_every and epoch_end and (step // spe) % eval_every == 0) or (
         is_last and eval_every):
+      _begin_eval(method, step, workdir)
       last_eval = trainer.evaluate(state)
       writer.write_scalars(step, last_eval)
       writer.flush()
@@ -327,6 +332,14 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
   return state
 
 
+def _begin_eval(method, step: int, workdir: str) -> None:
+  """Calls the method's optional `begin_eval(step, workdir)` hook (e.g. where
+  SCE-MAE stage 1 writes its reconstruction grid)."""
+  hook = getattr(method, "begin_eval", None)
+  if hook is not None:
+    hook(step, workdir)
+
+
 def format_eval(step: int, results: dict[str, float]) -> str:
   lines = [f"eval at step {step}:"]
   for k in sorted(results):
@@ -350,6 +363,7 @@ def evaluate(method, config, workdir: str) -> dict[str, float]:
         f"{'checkpoints_best' if which == 'best' else 'checkpoints'}; train "
         "first (--mode=train) or point --workdir at a trained run")
   state, _, _, _ = checkpointer.restore(step, trainer.abstract_state, which)
+  _begin_eval(method, step, workdir)
   results = trainer.evaluate(state)
   if jax.process_index() == 0:
     print(format_eval(step, results), flush=True)

@@ -94,12 +94,16 @@ def make_schedule(opt_config, steps_per_epoch: int,
       "'constant'")
 
 
-def make_optimizer(opt_config, steps_per_epoch: int, total_steps: int
+def make_optimizer(opt_config, steps_per_epoch: int, total_steps: int,
+                   weight_decay_mask=None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """optax optimizer and its schedule from `config.optimizer`.
 
   opt_config.name: "adam" (STAR: Adam, lr 1e-3, no weight decay) or "adamw"
   (MAE: betas (0.9, 0.95), weight decay 0.05). Optional `grad_clip_norm`.
+  `weight_decay_mask`: for adamw, a bool pytree or a callable params -> bool
+  pytree (True = decayed), e.g. a method's `weight_decay_mask`; None decays
+  every trainable parameter.
   """
   schedule = make_schedule(opt_config, steps_per_epoch, total_steps)
   name = opt_config.get("name", "adam")
@@ -109,7 +113,8 @@ def make_optimizer(opt_config, steps_per_epoch: int, total_steps: int
     tx = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
   elif name == "adamw":
     tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps,
-                     weight_decay=float(opt_config.get("weight_decay", 0.0)))
+                     weight_decay=float(opt_config.get("weight_decay", 0.0)),
+                     mask=weight_decay_mask)
   elif name == "sgd":
     tx = optax.sgd(schedule, momentum=opt_config.get("momentum", None))
   else:

@@ -10,7 +10,10 @@ Expected layout under `root`:
   root/val.csv       (242 / 35 identities; 2,951 / 422 faces)
   root/images/<path>
 
-Splits: "train", "val" (split by identity). Points are 68 iBUG/300W points in
+Splits: "train", "val" (split by identity). Any other split name reads
+`root/<split>.csv` in the same format, so a csv of your own (with its frames
+under `root/images/`) is evaluated with `--config.data.root=DIR` and
+`--config.data.eval_splits='("<split>",)'`. Points are 68 iBUG/300W points in
 pixels of the frame, used as written. The set has no face boxes: each box is
 the tight box of the 68 points (the usual 300W protocol), derived here.
 """
@@ -44,7 +47,9 @@ def parse_row(text: str):
 def read(root: str, split: str, *,
          check_images: str = "exists") -> common.DatasetListing:
   """Lists yt68 faces of `split`; boxes are derived from the points."""
-  common.check_split(NAME, split, SPLITS)
+  if not split or os.sep in split or split.endswith(".csv"):
+    raise ValueError(f"{NAME}: split must be a csv file stem such as "
+                     f"{list(SPLITS)} (reads root/<split>.csv); got {split!r}")
   common.require(root, NAME, LAYOUT, SOURCE)
   path = common.require(os.path.join(root, f"{split}.csv"), NAME, LAYOUT,
                         SOURCE)
