@@ -56,6 +56,7 @@ import numpy as np
 
 from sce_mae_jax import mae as mae_lib
 from sce_mae_jax import reconstruction as recon_lib
+from training import loop as loop_lib
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -308,7 +309,7 @@ def model_from_config(config) -> mae_lib.MAE:
 
 # --------------------------------------------------------------- method ----
 
-class MaePretrainMethod:
+class MaePretrainMethod(loop_lib.DataFromAttribute):
   """MAE pretraining for training.loop (interface in its docstring)."""
 
   best_metric = f"{HELDOUT}/masked_loss"
@@ -334,15 +335,6 @@ class MaePretrainMethod:
                                                DEFAULT_NO_DECAY))
 
   # --- data ---
-  def num_train_examples(self) -> int:
-    return self.data.num_train_examples()
-
-  def train_iterator(self, local_batch_size: int):
-    return self.data.train_iterator(local_batch_size)
-
-  def eval_iterators(self, local_batch_size: int):
-    return self.data.eval_iterators(local_batch_size)
-
   def dummy_batch(self, batch_size: int) -> Dict[str, np.ndarray]:
     s = int(self.config.model.image_size)
     return {"image": np.zeros((batch_size, s, s, 3), np.uint8)}

@@ -44,6 +44,7 @@ from data import targets as targets_lib
 from star_jax import loss as loss_lib
 from star_jax import metrics as metrics_lib
 from star_jax import model as model_lib
+from training import loop as loop_lib
 
 
 # --------------------------------------------------------- coordinates ----
@@ -326,7 +327,7 @@ def _model_from_config(config, scheme) -> model_lib.StackedHourglass:
       dtype=dtype, input_bgr=bool(m.get("input_bgr", False)))
 
 
-class StarMethod:
+class StarMethod(loop_lib.DataFromAttribute):
   """STAR training/evaluation for training.loop (interface in its docstring)."""
 
   best_mode = "min"
@@ -355,15 +356,6 @@ class StarMethod:
     return self._data
 
   # --- data ---
-  def num_train_examples(self) -> int:
-    return self.data.num_train_examples()
-
-  def train_iterator(self, local_batch_size: int):
-    return self.data.train_iterator(local_batch_size)
-
-  def eval_iterators(self, local_batch_size: int):
-    return self.data.eval_iterators(local_batch_size)
-
   def dummy_batch(self, batch_size: int) -> Dict[str, np.ndarray]:
     s, n = self.crop_size, self.scheme.num_points
     eye = np.tile(np.eye(2, 3, dtype=np.float32), (batch_size, 1, 1))

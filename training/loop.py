@@ -64,6 +64,23 @@ from training import state as state_lib
 from training import writers as writers_lib
 
 
+class DataFromAttribute:
+  """Mixin: the data part of the method interface, delegated to `self.data`.
+
+  For methods whose data object (built lazily or not) already provides
+  `num_train_examples`, `train_iterator` and `eval_iterators`.
+  """
+
+  def num_train_examples(self) -> int:
+    return self.data.num_train_examples()
+
+  def train_iterator(self, local_batch_size: int):
+    return self.data.train_iterator(local_batch_size)
+
+  def eval_iterators(self, local_batch_size: int):
+    return self.data.eval_iterators(local_batch_size)
+
+
 # ------------------------------------------------------------------ setup ----
 
 def setup_runtime(config, workdir: Optional[str] = None) -> None:

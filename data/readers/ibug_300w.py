@@ -115,10 +115,8 @@ def read(root: str, split: str, *, check_images: str = "exists",
       boxes = read_bbox_file(bbox_path, one_based)
     subset = "ibug" if folder == "ibug" else folder.replace("/", "_")
     for path in sorted(glob.glob(os.path.join(folder_path, "*.pts"))):
-      try:
-        landmarks = pts_lib.read_pts(path, one_based)
-      except ValueError as e:
-        log.add(path, f"malformed annotation: {e}")
+      landmarks = pts_lib.read_pts_or_report(path, one_based, log)
+      if landmarks is None:
         continue
       common.check_num_points(landmarks, NUM_POINTS, path, NAME)
       image_path = pts_lib.image_for(path)

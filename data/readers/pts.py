@@ -89,6 +89,15 @@ def read_pts(path: str, one_based: bool = True) -> np.ndarray:
   return points.astype(np.float32)
 
 
+
+def read_pts_or_report(path: str, one_based: bool, log) -> Optional[np.ndarray]:
+  """`read_pts`, or None after adding a "malformed annotation" problem to `log`."""
+  try:
+    return read_pts(path, one_based)
+  except ValueError as e:
+    log.add(path, f"malformed annotation: {e}")
+    return None
+
 def write_pts(path: str, landmarks: np.ndarray, one_based: bool = True) -> None:
   """Writes `[N, 2]` points as a `.pts` file (adds 1 back when `one_based`)."""
   points = np.asarray(landmarks, np.float64) + (1.0 if one_based else 0.0)

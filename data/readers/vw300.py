@@ -142,10 +142,8 @@ def read(root: str, split: str, *, check_images: str = "exists",
       if int(stem) in exclude.get(video, ()):
         excluded += 1
         continue
-      try:
-        landmarks = pts_lib.read_pts(path, one_based)
-      except ValueError as e:
-        log.add(path, f"malformed annotation: {e}")
+      landmarks = pts_lib.read_pts_or_report(path, one_based, log)
+      if landmarks is None:
         continue
       common.check_num_points(landmarks, NUM_POINTS, path, NAME)
       image_path = pts_lib.image_with_stem(os.path.join(frames, stem))
