@@ -8,11 +8,14 @@ call, `jax.block_until_ready`, on whatever backend JAX picks):
     coordinate loss, forward + backward;
   * AWing heatmap loss (with weight map) on maps of the same shape, for scale;
   * with `--with_model`: a full training step (forward + backward + Adam) of
-    the 4-stack `star_jax.model` hourglass (98 points, AAM, 256 px) with and
-    without STAR; the difference is STAR's share. Without STAR the step
-    optimises 10 * AWing on point and edge maps per stack (weights 2^i / 2^3,
-    public composition); with STAR it adds STAR on each stack's fused
-    heatmaps. Random images and targets (values do not change the speed).
+    the 4-stack `star_jax.model` hourglass (98 points, AAM, 256 px) in three
+    variants: 10 * AWing on point and edge maps per stack only (weights
+    2^i / 2^3, public composition); plus the soft-argmax + smooth-L1
+    coordinate loss on each stack's fused heatmaps (the eq. 2 baseline's
+    step); plus STAR on them instead. Any loss on the fused heatmaps makes the
+    backward pass run through the heatmap heads and the AAM fusion, which
+    the AWing-only step skips; STAR's own cost is the difference to the
+    coordinate-loss step. Random images and targets (values do not change the speed).
     If `star_jax.model` cannot be imported the row says so and is not
     measured.
 
@@ -126,7 +129,9 @@ def model_rows(args):
   tx = optax.adam(1e-3)
   opt_state = tx.init(params)
 
-  def make_step(with_star):
+  def make_step(head_loss):
+    """head_loss: None (AWing only), "star" or "coord" (soft-argmax +
+    smooth-L1 on the same fused heatmaps: the eq. 2 baseline's step)."""
     def objective(p, bs, images, point_t, edge_t, landmarks):
       outputs, updates = net.apply({"params": p, "batch_stats": bs}, images,
                                    train=True, mutable=["batch_stats"])
@@ -137,8 +142,11 @@ def model_rows(args):
         if "pointmaps" in out:
           term += 10 * loss.awing_heatmap_loss(out["pointmaps"], point_t)
           term += 10 * loss.awing_heatmap_loss(out["edgemaps"], edge_t)
-        if with_star:
+        if head_loss == "star":
           term += loss.star_loss(out["heatmaps"], landmarks)
+        elif head_loss == "coord":
+          term += loss.coordinate_loss(loss.soft_argmax(out["heatmaps"]),
+                                       landmarks)
         total += weight * term
       return total, updates["batch_stats"]
 
@@ -151,30 +159,32 @@ def model_rows(args):
     return step
 
   batch = (params, batch_stats, opt_state, images, point_t, edge_t, landmarks)
+  variants = (None, "coord", "star")
+  labels = {None: "AWing only", "coord": "AWing + smooth-L1 coordinate loss",
+            "star": "AWing + STAR"}
   compiled, costs, first = {}, {}, {}
-  for with_star in (False, True):
+  for v in variants:
     t0 = time.perf_counter()
-    compiled[with_star] = make_step(with_star).lower(*batch).compile()
-    jax.block_until_ready(compiled[with_star](*batch))
-    first[with_star] = time.perf_counter() - t0
-    cost = compiled[with_star].cost_analysis()
+    compiled[v] = make_step(v).lower(*batch).compile()
+    jax.block_until_ready(compiled[v](*batch))
+    first[v] = time.perf_counter() - t0
+    cost = compiled[v].cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    costs[with_star] = (cost or {}).get("flops", float("nan"))
-  # Alternate the two steps so that load changes on a shared machine hit
-  # both alike.
-  times = {False: [], True: []}
+    costs[v] = (cost or {}).get("flops", float("nan"))
+  # Alternate the steps so that load changes on a shared machine hit all
+  # alike.
+  times = {v: [] for v in variants}
   for _ in range(args.model_repeats):
-    for with_star in (False, True):
+    for v in variants:
       t0 = time.perf_counter()
-      jax.block_until_ready(compiled[with_star](*batch))
-      times[with_star].append(time.perf_counter() - t0)
+      jax.block_until_ready(compiled[v](*batch))
+      times[v].append(time.perf_counter() - t0)
   rows = []
-  for with_star in (False, True):
-    name = (f"{args.stacks}-stack step, AWing" +
-            (" + STAR" if with_star else " only") +
-            f" ({costs[with_star] / 1e9:.1f} GFLOP by XLA)")
-    rows.append((name, f"images [{bsz}, 256, 256, 3]", first[with_star],
-                 statistics.median(times[with_star]), min(times[with_star])))
+  for v in variants:
+    name = (f"{args.stacks}-stack step, {labels[v]}"
+            f" ({costs[v] / 1e9:.1f} GFLOP by XLA)")
+    rows.append((name, f"images [{bsz}, 256, 256, 3]", first[v],
+                 statistics.median(times[v]), min(times[v])))
   return rows, None
 
 
@@ -209,11 +219,13 @@ def main(argv=None):
   if note:
     print(note)
   elif args.with_model:
-    base, with_star = rows[3][3], rows[4][3]
+    base, with_coord, with_star = rows[3][3], rows[4][3], rows[5][3]
     print(f"STAR share of the {args.stacks}-stack training step at batch "
           f"{args.model_batch}: {(with_star - base) / with_star * 100:.1f}% "
-          f"(step {base * 1e3:.0f} ms -> {with_star * 1e3:.0f} ms)")
-
+          f"(step {base * 1e3:.0f} ms -> {with_star * 1e3:.0f} ms); "
+          f"STAR instead of the coordinate loss adds "
+          f"{(with_star - with_coord) / with_coord * 100:.1f}% "
+          f"({with_coord * 1e3:.0f} ms -> {with_star * 1e3:.0f} ms)")
 
 if __name__ == "__main__":
   main()
