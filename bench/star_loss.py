@@ -15,7 +15,8 @@ call, `jax.block_until_ready`, on whatever backend JAX picks):
     step); plus STAR on them instead. Any loss on the fused heatmaps makes the
     backward pass run through the heatmap heads and the AAM fusion, which
     the AWing-only step skips; STAR's own cost is the difference to the
-    coordinate-loss step. Random images and targets (values do not change the speed).
+    coordinate-loss step. Random images and targets (values do not change
+    the speed).
     If `star_jax.model` cannot be imported the row says so and is not
     measured.
 
@@ -226,6 +227,7 @@ def main(argv=None):
           f"STAR instead of the coordinate loss adds "
           f"{(with_star - with_coord) / with_coord * 100:.1f}% "
           f"({with_coord * 1e3:.0f} ms -> {with_star * 1e3:.0f} ms)")
+
 
 if __name__ == "__main__":
   main()

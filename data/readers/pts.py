@@ -89,7 +89,6 @@ def read_pts(path: str, one_based: bool = True) -> np.ndarray:
   return points.astype(np.float32)
 
 
-
 def read_pts_or_report(path: str, one_based: bool, log) -> Optional[np.ndarray]:
   """`read_pts`, or None after adding a "malformed annotation" problem to `log`."""
   try:
@@ -97,6 +96,7 @@ def read_pts_or_report(path: str, one_based: bool, log) -> Optional[np.ndarray]:
   except ValueError as e:
     log.add(path, f"malformed annotation: {e}")
     return None
+
 
 def write_pts(path: str, landmarks: np.ndarray, one_based: bool = True) -> None:
   """Writes `[N, 2]` points as a `.pts` file (adds 1 back when `one_based`)."""
