@@ -6,11 +6,15 @@ r"""Single entry point: train, evaluate or summarise an experiment.
   python run.py --config=configs/wflw_star.py --workdir=/tmp/wflw_star \
       --mode=eval --config.eval_checkpoint=best
   python run.py --config=configs/wflw_star.py --mode=summary
+  python run.py --config=configs/wflw_star.py --mode=eval \
+      --workdir=/tmp/wflw_eval --checkpoint=/tmp/wflw_star   # report only
 
 run.py reads `config.method`, imports the method's module lazily from
 `METHODS` and hands over to `training.loop.run_mode`; nothing else happens here.
 Re-running the same command in the same workdir resumes from the latest
-checkpoint.
+checkpoint. `--mode=eval --checkpoint=DIR` evaluates the checkpoints of the
+training workdir DIR (read only) and writes the report (results.json,
+results.md, ced.png for STAR) into --workdir.
 """
 
 import importlib
@@ -36,6 +40,11 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, logs and metrics.")
 _MODE = flags.DEFINE_string(
     "mode", "train", "train | eval | summary (or a mode the method adds).")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None,
+    "--mode=eval only: a training workdir whose checkpoints/ (or "
+    "checkpoints_best/ with --config.eval_checkpoint=best) are evaluated; it "
+    "is only read. Default: --workdir.")
 
 
 def make_method(config):
@@ -66,12 +75,17 @@ def main(argv):
   mode = _MODE.value
   if mode != "summary" and not _WORKDIR.value:
     raise app.UsageError("--workdir is required for --mode=" + mode)
+  if _CHECKPOINT.value and mode != "eval":
+    raise app.UsageError("--checkpoint is only used by --mode=eval")
   # Imported here so that absl flags are parsed before jax / grain start
   # (grain worker processes re-parse flags).
   from training import loop  # pylint: disable=g-import-not-at-top
   from training import mesh  # pylint: disable=g-import-not-at-top
   mesh.initialize_distributed(config)
-  loop.run_mode(mode, make_method(config), config, _WORKDIR.value)
+  loop.run_mode(mode, make_method(config), config, _WORKDIR.value,
+                checkpoint_dir=_CHECKPOINT.value,
+                config_path=config_flags.get_config_filename(
+                    flags.FLAGS["config"]))
 
 
 if __name__ == "__main__":

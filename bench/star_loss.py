@@ -91,11 +91,12 @@ def loss_rows(args):
 
 
 def model_rows(args):
-  """Training step with / without STAR, or a note why it was not measured."""
+  """Training-step rows, a note why they were not measured (or None), and
+  the paired per-round increases of the STAR step."""
   try:
     model_lib = importlib.import_module("star_jax.model")
   except ImportError as e:
-    return [], f"training-step rows not measured: star_jax.model ({e})"
+    return [], f"training-step rows not measured: star_jax.model ({e})", {}
   import optax  # pylint: disable=g-import-not-at-top
 
   n, bsz = args.points, args.model_batch
@@ -186,7 +187,26 @@ def model_rows(args):
             f" ({costs[v] / 1e9:.1f} GFLOP by XLA)")
     rows.append((name, f"images [{bsz}, 256, 256, 3]", first[v],
                  statistics.median(times[v]), min(times[v])))
-  return rows, None
+  paired = {
+      "STAR vs AWing only": paired_increase(times["star"], times[None]),
+      "STAR vs coordinate loss": paired_increase(times["star"],
+                                                 times["coord"]),
+  }
+  return rows, None, paired
+
+
+def paired_increase(times, base_times, resamples=10000, seed=0):
+  """Median over rounds of the per-round increase times[r] / base[r] - 1.
+
+  Each round ran the variants back to back, so a round's ratio is immune to
+  load drift between rounds. Returns (median %, 95 % bootstrap interval of
+  that median in %, number of rounds).
+  """
+  ratios = np.asarray(times) / np.asarray(base_times) - 1.0
+  rng = np.random.default_rng(seed)
+  draws = rng.choice(ratios, (resamples, len(ratios)), replace=True)
+  lo, hi = np.percentile(np.median(draws, axis=1), [2.5, 97.5])
+  return float(np.median(ratios)) * 100, (lo * 100, hi * 100), len(ratios)
 
 
 def main(argv=None):
@@ -205,9 +225,9 @@ def main(argv=None):
   print(f"backend {jax.default_backend()} ({dev.device_kind}), "
         f"{os.cpu_count()} CPUs visible, jax {jax.__version__}")
   rows = loss_rows(args)
-  note = None
+  note, paired = None, {}
   if args.with_model:
-    extra, note = model_rows(args)
+    extra, note, paired = model_rows(args)
     rows += extra
   header = ("what", "shape", "compile+1st s", "median ms", "min ms")
   print(f"| {' | '.join(header)} |")
@@ -227,6 +247,18 @@ def main(argv=None):
           f"STAR instead of the coordinate loss adds "
           f"{(with_star - with_coord) / with_coord * 100:.1f}% "
           f"({with_coord * 1e3:.0f} ms -> {with_star * 1e3:.0f} ms)")
+    loss_args = argparse.Namespace(**{**vars(args), "batch": args.model_batch,
+                                      "size": 64, "repeats": 30})
+    star_alone = loss_rows(loss_args)[0][3] * args.stacks
+    print(f"STAR loss alone (fwd+bwd) at the step's heatmap shape "
+          f"[{args.model_batch}, {args.points}, 64, 64] x {args.stacks} stacks:"
+          f" {star_alone * 1e3:.1f} ms = {star_alone / with_star * 100:.2f}% "
+          f"of the STAR step (an upper bound: in the step it is fused)")
+    print("Paired per-round increase (median over rounds, 95 % bootstrap "
+          "interval of the median):")
+    for name, (med, (lo, hi), rounds) in paired.items():
+      print(f"  {name}: {med:+.2f} % [{lo:+.2f}, {hi:+.2f}] "
+            f"({rounds} rounds)")
 
 
 if __name__ == "__main__":

@@ -80,13 +80,19 @@ def to_dve_frame(errors: np.ndarray, image_size: int) -> np.ndarray:
 _match_batch = jax.jit(jax.vmap(match_points))
 
 
+def pair_matches(src_feats: jax.Array, tgt_feats: jax.Array,
+                 src_points: jax.Array, image_size: int) -> np.ndarray:
+  """`[B, K, 2]` matched target pixels, features `[B, h, w, D]`."""
+  up = jax.vmap(lambda f: upsample_features(f, image_size))
+  return np.asarray(_match_batch(up(src_feats), up(tgt_feats), src_points))
+
+
 def pair_errors(src_feats: jax.Array, tgt_feats: jax.Array,
                 src_points: jax.Array, tgt_points: jax.Array,
                 image_size: int) -> np.ndarray:
   """`[B, K]` match errors in pixels of the image, features `[B, h, w, D]`."""
-  up = jax.vmap(lambda f: upsample_features(f, image_size))
-  pred = _match_batch(up(src_feats), up(tgt_feats), src_points)
-  return np.linalg.norm(np.asarray(pred) - np.asarray(tgt_points), axis=-1)
+  pred = pair_matches(src_feats, tgt_feats, src_points, image_size)
+  return np.linalg.norm(pred - np.asarray(tgt_points), axis=-1)
 
 
 def make_pairs(images: np.ndarray, landmarks: np.ndarray, num_pairs: int,
@@ -125,7 +131,8 @@ def evaluate_matching(model, params, arrays: Dict[str, np.ndarray], *,
                       kind: str = "projector", num_pairs: int = 1000,
                       seed: int = 0, warp_kwargs: Optional[dict] = None,
                       batch_size: int = 16,
-                      stride: Optional[int] = None) -> Dict[str, float]:
+                      stride: Optional[int] = None,
+                      examples: Optional[list] = None) -> Dict[str, float]:
   """Same / different identity mean errors (70 px frame) of one feature kind.
 
   Args:
@@ -133,6 +140,10 @@ def evaluate_matching(model, params, arrays: Dict[str, np.ndarray], *,
     params: `{"encoder", "projector"}`.
     arrays: `stage2.load_arrays` output (images + crop landmarks).
     kind: feature kind (`stage2.FEATURE_KINDS`).
+    examples: when a list, the first batch's pairs are appended to it as
+      dicts (`kind` "same" | "diff", `source_image`, `target_image`,
+      `source_points`, `matched_points`, `target_points`, pixels), for
+      `star_jax.figures.matching_pairs`.
   """
   images = arrays["image"]
   size = images.shape[1]
@@ -146,8 +157,16 @@ def evaluate_matching(model, params, arrays: Dict[str, np.ndarray], *,
     src_pts = jnp.asarray(arrays["landmarks"][ref])
     for tag in ("same", "diff"):
       tgt = feats(jnp.asarray(pairs[f"{tag}_image"][sl]))
-      errs[tag].append(pair_errors(src, tgt, src_pts,
-                                   pairs[f"{tag}_points"][sl], size))
+      matched = pair_matches(src, tgt, src_pts, size)
+      true = pairs[f"{tag}_points"][sl]
+      errs[tag].append(np.linalg.norm(matched - true, axis=-1))
+      if examples is not None and start == 0:
+        examples.extend(
+            {"kind": tag, "source_image": images[r],
+             "target_image": pairs[f"{tag}_image"][sl][i],
+             "source_points": arrays["landmarks"][r],
+             "matched_points": matched[i], "target_points": true[i]}
+            for i, r in enumerate(ref))
   same = to_dve_frame(np.concatenate(errs["same"]), size)
   diff = to_dve_frame(np.concatenate(errs["diff"]), size)
   return {"same": float(np.mean(same)), "diff": float(np.mean(diff)),

@@ -364,7 +364,7 @@ def restore_params(method, config, workdir: str):
   step = None
   if workdir and os.path.isdir(os.path.join(workdir, "checkpoints")):
     checkpointer = ckpt_lib.Checkpointer(
-        workdir, best_metric=method.best_metric, async_save=False)
+        workdir, best_metric=method.best_metric, read_only=True)
     step = checkpointer.step_for(which)
     if step is not None:
       state, _, _, _ = checkpointer.restore(step, trainer.abstract_state,
@@ -386,12 +386,19 @@ def _matching_mode(method, config, workdir):
   from sce_mae_jax import matching  # pylint: disable=g-import-not-at-top
   params = restore_params(method, config, workdir)
   arrays = _eval_arrays(method, config)
+  examples = []
   result = matching.evaluate_matching(
       method.model, params, arrays, kind=config.matching.feature_kind,
       num_pairs=int(config.matching.num_pairs), seed=int(config.seed),
-      warp_kwargs=dict(config.matching.warp))
+      warp_kwargs=dict(config.matching.warp), examples=examples)
   print(matching.format_result(result), flush=True)
   matching.write_result(result, os.path.join(workdir, "matching.json"))
+  from star_jax import figures  # pylint: disable=g-import-not-at-top
+  for tag in ("same", "diff"):
+    shown = [e for e in examples if e["kind"] == tag][:4]
+    if shown:
+      figures.matching_pairs(
+          shown, path=os.path.join(workdir, f"matching_{tag}.png"))
   return result
 
 

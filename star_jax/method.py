@@ -26,12 +26,24 @@ weight 2^i / 2^(S-1):
 Evaluation: NME (normaliser `config.eval.normaliser`, e.g. "wflw" outer eye
 corners), FR and AUC at `config.eval.threshold`, for each eval split, plus
 per-subset (300W common/challenge) and per-attribute (WFLW pose, ...) values,
-named `<subset>/nme`, ...
+named `<subset>/nme`, ... The NME with the scheme's other normaliser
+(inter-pupil when the default is inter-ocular and vice versa; COFW reports
+both) is `nme_inter_pupil` / `nme_inter_ocular`.
+
+  * `eval.flip_test=True` (default False, as the public code): horizontal-flip
+    test-time augmentation; the crop and its mirror image go through the model
+    in one batch, the mirror's points are mapped back with the scheme's flip
+    permutation (`x -> (S - 1) - x`, then `points[flip_permutation]`) and the
+    two predictions are averaged in crop pixels (`flip_test_average`).
+  * `--mode=eval` also writes the paper-layout report (results.json,
+    results.md, ced.png, predictions.npz; star_jax/report.py) through the
+    `write_report` hook that training/loop.py calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Dict, Optional, Sequence
 
@@ -75,6 +87,81 @@ def crop_to_original(points: jax.Array, crop_to_image: jax.Array) -> jax.Array:
   """Applies `[B, 2, 3]` affine maps to `[B, N, 2]` points."""
   return (jnp.einsum("bij,bnj->bni", crop_to_image[..., :2], points)
           + crop_to_image[:, None, :, 2])
+
+
+def flip_points(points: jax.Array, flip_permutation: Sequence[int],
+                width: float) -> jax.Array:
+  """Points of a horizontally mirrored crop -> points of the crop itself.
+
+  Mirroring the pixel columns maps x to `(width - 1) - x` (pixel centres at
+  integers), and the mirror's point i is the original point
+  `flip_permutation[i]`: `out[..., i, :] = mirror(points[..., perm[i], :])`.
+  An involution (the permutation is one), so the same map goes both ways.
+
+  Args:
+    points: `[..., N, 2]` (x, y) crop pixels.
+    flip_permutation: `[N]` ints (data.schemes.LandmarkScheme).
+    width: the crop width W in pixels.
+  """
+  perm = np.asarray(flip_permutation, np.int32)
+  if perm.shape != (points.shape[-2],):
+    raise ValueError(f"flip_permutation has {perm.shape[0]} entries, the "
+                     f"points have {points.shape[-2]}")
+  p = points[..., perm, :]
+  return jnp.stack([(width - 1.0) - p[..., 0], p[..., 1]], axis=-1)
+
+
+def flip_test_average(predict, images: jax.Array,
+                      flip_permutation: Sequence[int]) -> jax.Array:
+  """Horizontal-flip test-time augmentation.
+
+  Args:
+    predict: `images [B', S, S, C] -> crop points [B', N, 2]`; per-example
+      (no batch statistics), called once on the crops and their mirrors
+      concatenated.
+    images: `[B, S, S, C]` crops.
+    flip_permutation: the scheme's `[N]` flip permutation.
+
+  Returns:
+    `[B, N, 2]`: `(predict(x) + flip_points(predict(mirror(x)))) / 2`. For a
+    mirror-symmetric crop the result is itself symmetric, and
+    `result(mirror(x)) == flip_points(result(x))` for any `predict`.
+  """
+  b, width = images.shape[0], images.shape[2]
+  both = predict(jnp.concatenate([images, images[:, :, ::-1]], axis=0))
+  plain, mirrored = both[:b], both[b:]
+  return 0.5 * (plain + flip_points(mirrored, flip_permutation, width))
+
+
+# Normaliser family of a scheme (star_jax.metrics.NORMALISERS prefixes).
+_NORMALISER_FAMILY = {98: "wflw", 68: "300w", 29: "cofw", 5: "five_point"}
+
+
+def canonical_normaliser(name: str) -> str:
+  """The `*_inter_*` name of a normaliser: "cofw" -> "cofw_inter_pupil"."""
+  indices = metrics_lib.normaliser(name)
+  if "_inter_" in name:
+    return name
+  for other, value in metrics_lib.NORMALISERS.items():
+    if "_inter_" in other and value == indices:
+      return other
+  return name
+
+
+def eval_normalisers(primary: str, num_points: int) -> Dict[str, str]:
+  """Output key -> normaliser name of the per-face NMEs `eval_step` returns.
+
+  "nme" is `primary` (canonical name); `nme_inter_ocular` / `nme_inter_pupil`
+  add the scheme's other normaliser(s) when they differ from it.
+  """
+  primary = canonical_normaliser(primary)
+  out = {"nme": primary}
+  family = _NORMALISER_FAMILY.get(int(num_points))
+  for kind in ("inter_ocular", "inter_pupil"):
+    name = f"{family}_{kind}"
+    if family and name in metrics_lib.NORMALISERS and name != primary:
+      out[f"nme_{kind}"] = name
+  return out
 
 
 def stack_weights(num_stacks: int) -> np.ndarray:
@@ -394,15 +481,36 @@ class StarMethod(loop_lib.DataFromAttribute):
         pred, batch["landmarks_original"].astype(jnp.float32), left, right))
     return loss, (dict(new_state), terms)
 
-  def eval_step(self, params, model_state, batch):
-    outputs = self.forward(params, model_state, batch)
-    _, pred = decode_predictions(outputs, batch["crop_to_image"],
-                                 self.crop_size,
+  def predict_crop_points(self, params, model_state, images) -> jax.Array:
+    """`[B, S, S, 3]` uint8 crops -> `[B, N, 2]` soft-argmax points, crop px."""
+    outputs = self.model.apply({"params": params, **model_state}, images,
+                               train=False)
+    coords = loss_lib.soft_argmax(outputs[-1]["heatmaps"])
+    return denormalise_landmarks(coords, self.crop_size,
                                  self.loss_settings.align_corners)
+
+  @property
+  def normalisers(self) -> Dict[str, str]:
+    """Output key -> normaliser of the per-face NMEs (`eval_normalisers`)."""
+    return eval_normalisers(self.config.eval.normaliser,
+                            self.scheme.num_points)
+
+  def eval_step(self, params, model_state, batch):
+    """Per face: "pred" `[B, N, 2]` (original px), "nme" and the NMEs of the
+    other normalisers (`normalisers`) `[B]`, "index" `[B]`."""
+    predict = functools.partial(self.predict_crop_points, params, model_state)
+    if bool(self.config.eval.get("flip_test", False)):
+      crop = flip_test_average(predict, batch["image"],
+                               self.scheme.flip_permutation)
+    else:
+      crop = predict(batch["image"])
+    pred = crop_to_original(crop, batch["crop_to_image"].astype(jnp.float32))
     gt = batch["landmarks_original"].astype(jnp.float32)
-    left, right = metrics_lib.normaliser(self.config.eval.normaliser)
-    return {"pred": pred, "nme": metrics_lib.nme(pred, gt, left, right),
-            "index": batch["index"]}
+    out = {"pred": pred, "index": batch["index"]}
+    for key, name in self.normalisers.items():
+      left, right = metrics_lib.normaliser(name)
+      out[key] = metrics_lib.nme(pred, gt, left, right)
+    return out
 
   # --- evaluation ---
   def evaluate(self, outputs: Dict[str, np.ndarray], split: str
@@ -413,6 +521,9 @@ class StarMethod(loop_lib.DataFromAttribute):
     nmes = np.asarray(outputs["nme"], np.float64)
     result = {k: float(v) for k, v in metrics_lib.subset_metrics(
         nmes, threshold, step).items()}
+    for key in self.normalisers:
+      if key != "nme" and key in outputs:
+        result[key] = float(np.mean(np.asarray(outputs[key], np.float64)))
     groups = self.data.eval_groups(split, np.asarray(outputs["index"]))
     for name, flags in groups.items():
       flags = np.asarray(flags, bool)
@@ -422,6 +533,39 @@ class StarMethod(loop_lib.DataFromAttribute):
                                              step).items():
         result[f"{name}/{k}"] = float(v)
     return result
+
+  # --- report (training/loop.py calls it after --mode=eval) ---
+  def write_report(self, workdir: str, results: Dict[str, float],
+                   outputs: Dict[str, Dict[str, Dict[str, np.ndarray]]],
+                   info: Dict[str, Any]) -> Dict[str, Any]:
+    """Writes results.json / results.md / ced.png (star_jax.report).
+
+    Args:
+      workdir: where to write.
+      results: the flat metrics `loop.evaluate` returns.
+      outputs: split -> "raw" | "ema" -> `eval_step` outputs over the split.
+      info: checkpoint step / path / which, config path.
+    """
+    from star_jax import report  # pylint: disable=g-import-not-at-top
+    evaluations = {}
+    for split, variants in outputs.items():
+      first = next(iter(variants.values()))
+      index = np.asarray(first["index"])
+      evaluations[split] = report.SplitEvaluation(
+          index=index,
+          groups=self.data.eval_groups(split, index),
+          nmes={v: {name: np.asarray(out[key]) for key, name
+                    in self.normalisers.items()}
+                for v, out in variants.items()},
+          predictions={v: np.asarray(out["pred"]) for v, out
+                       in variants.items()})
+    ev = self.config.eval
+    return report.write_report(
+        workdir, evaluations, results=results, info=info,
+        dataset=str(self.config.data.name),
+        scheme=self.scheme.name, primary=self.normalisers["nme"],
+        threshold=float(ev.threshold), step=float(ev.get("step", 1e-4)),
+        flip_test=bool(ev.get("flip_test", False)))
 
 
 def make_method(config) -> StarMethod:
@@ -486,8 +630,10 @@ def base_config():
       dr_weight=0.0, dr_sigma=1.0, align_corners=False, baseline_on="norm",
       target_mode="public"))
 
+  # flip_test: horizontal-flip test-time augmentation (off, as the public
+  # code; see the module docstring).
   c.eval = ml_collections.ConfigDict(dict(normaliser="wflw", threshold=0.1,
-                                          step=1e-4))
+                                          step=1e-4, flip_test=False))
 
   c.batch_size = 128                # global (public: 4 GPUs x 32).
   c.eval_batch_size = 128

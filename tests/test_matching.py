@@ -70,3 +70,38 @@ def test_pairs_with_zero_warp_are_identity():
                              atol=1e-3)
   with pytest.raises(ValueError):
     matching.make_pairs(images[:1], lms[:1], 2)
+
+
+def test_evaluate_matching_examples_and_errors_agree():
+  """Positional features (content-independent): every point matches itself,
+  so same-identity errors are 0 under a zero warp, different-identity errors
+  are the distance to the other face's points, and the returned examples
+  carry exactly those matches."""
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (3, S, S, 3)).astype(np.uint8)
+  lms = np.round(rng.uniform(2, S - 3, (3, 4, 2))).astype(np.float32)
+  feats = jnp.asarray(one_hot_positional())
+
+  class PositionalModel:
+    def dense_features(self, params, images, kind, stride):
+      del params, kind, stride
+      return jnp.broadcast_to(feats, (images.shape[0],) + feats.shape)
+
+  zero = dict(control_sd=0.0, rotation_sd_deg=0.0, scale_sd=0.0,
+              translation_sd=0.0)
+  examples = []
+  result = matching.evaluate_matching(
+      PositionalModel(), {}, {"image": images, "landmarks": lms},
+      num_pairs=3, warp_kwargs=zero, batch_size=2, examples=examples)
+  assert result["same"] == pytest.approx(0.0, abs=1e-3)
+  ref, other = np.arange(3), (np.arange(3) + 1) % 3
+  want_diff = np.linalg.norm(lms[ref] - lms[other], axis=-1).mean()
+  assert result["diff_px"] == pytest.approx(want_diff, abs=1e-2)
+  assert result["diff"] == pytest.approx(want_diff * 70 / S, abs=1e-2)
+  # Examples: the first batch (2 references) for both kinds.
+  assert sorted(e["kind"] for e in examples) == ["diff", "diff", "same",
+                                                 "same"]
+  for e in examples:
+    np.testing.assert_array_equal(e["matched_points"], e["source_points"])
+  diff = [e for e in examples if e["kind"] == "diff"]
+  np.testing.assert_allclose(diff[1]["target_points"], lms[2], atol=1e-3)

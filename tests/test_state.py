@@ -107,3 +107,16 @@ def test_adamw_weight_decay_mask_exempts_masked_params():
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(optax.apply_updates(params, updates)["bias"],
                              2.0 - 0.1 * 0.5 * 2.0, rtol=1e-6)
+
+
+def test_step_schedule_decay_fractions_of_total_steps():
+  c = ml_collections.ConfigDict(dict(
+      learning_rate=1.0, schedule="step", decay_factor=0.1,
+      decay_epochs=(1, 2), decay_fractions=(0.7, 0.9)))
+  # 1,700 steps: boundaries at steps 1,190 and 1,530 (epochs are ignored).
+  s = state_lib.make_schedule(c, 92, 1700)
+  assert float(s(1189)) == pytest.approx(1.0)
+  assert float(s(1190)) == pytest.approx(0.1)
+  assert float(s(1529)) == pytest.approx(0.1)
+  assert float(s(1530)) == pytest.approx(0.01)
+  assert float(s(92)) == pytest.approx(1.0)          # not at epoch 1.

@@ -28,14 +28,17 @@ import jax
 import orbax.checkpoint as ocp
 
 # Config fields that may differ between a checkpoint and the run resuming it:
-# bookkeeping, cadence, paths and the training length. Everything else (model,
-# loss, data scheme, optimizer, batch size, seed, ...) must match.
+# bookkeeping, cadence, paths, the training length and evaluation-only
+# settings. Everything else (model, loss, data scheme, optimizer, batch size,
+# seed, ...) must match.
 RESUMABLE_FIELDS = (
     "workdir", "num_epochs", "max_steps", "log_every_steps",
     "checkpoint_every_steps", "eval_every_epochs", "keep_checkpoints",
     "progress_every_steps", "compilation_cache_dir", "distributed",
     "data.root", "data.num_workers", "data.eval_batch_size",
     "data.prefetch_buffer_size", "mode", "resume_may_change",
+    # Evaluation-only settings (do not change training).
+    "eval.flip_test", "eval_checkpoint",
 )
 
 
@@ -126,26 +129,46 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 2,
                best_metric: Optional[str] = None, best_mode: str = "min",
-               async_save: bool = True):
+               async_save: bool = True, read_only: bool = False):
+    """Args:
+      workdir: the run's folder (checkpoints/ and checkpoints_best/ in it).
+      keep: periodic checkpoints kept.
+      best_metric, best_mode: the metric that ranks checkpoints_best/.
+      async_save: orbax asynchronous saves.
+      read_only: only restore (evaluating another run's checkpoints): orbax
+        read-only managers create, clean up and write nothing under
+        `workdir`; a missing checkpoints/ or checkpoints_best/ folder gives
+        a None manager (and `step_for` None) instead of being created.
+    """
     self.workdir = os.path.abspath(workdir)
     self.best_metric = best_metric
     self.best_mode = best_mode
     self._best_value = None
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True,
-        enable_async_checkpointing=async_save)
-    self.periodic = ocp.CheckpointManager(
-        os.path.join(self.workdir, "checkpoints"), options=options,
-        item_names=self.ITEMS)
+
+    def manager(sub, **options):
+      path = os.path.join(self.workdir, sub)
+      if read_only:
+        if not os.path.isdir(path):
+          return None
+        options.update(read_only=True, create=False, max_to_keep=None,
+                       save_interval_steps=0,
+                       enable_async_checkpointing=False)
+      else:
+        options.update(create=True, enable_async_checkpointing=async_save)
+      return ocp.CheckpointManager(
+          path, options=ocp.CheckpointManagerOptions(**options),
+          item_names=self.ITEMS)
+
+    self.periodic = manager("checkpoints",
+                            **({} if read_only else {"max_to_keep": keep}))
     self.best = None
     if best_metric:
-      best_options = ocp.CheckpointManagerOptions(
-          max_to_keep=1, create=True, best_fn=lambda m: m[best_metric],
-          best_mode=best_mode, keep_checkpoints_without_metrics=False,
-          enable_async_checkpointing=async_save)
-      self.best = ocp.CheckpointManager(
-          os.path.join(self.workdir, "checkpoints_best"),
-          options=best_options, item_names=self.ITEMS)
+      best_options = dict(best_fn=lambda m: m[best_metric],
+                          best_mode=best_mode)
+      if not read_only:
+        best_options.update(max_to_keep=1,
+                            keep_checkpoints_without_metrics=False)
+      self.best = manager("checkpoints_best", **best_options)
 
   # ------------------------------------------------------------ saving ----
   @staticmethod
@@ -190,19 +213,20 @@ class Checkpointer:
         self._best_value = float(metrics[self.best_metric])
     return self._best_value
 
+  def _managers(self):
+    return [m for m in (self.periodic, self.best) if m is not None]
+
   def wait(self):
-    self.periodic.wait_until_finished()
-    if self.best is not None:
-      self.best.wait_until_finished()
+    for m in self._managers():
+      m.wait_until_finished()
 
   def close(self):
-    self.periodic.close()
-    if self.best is not None:
-      self.best.close()
+    for m in self._managers():
+      m.close()
 
   # --------------------------------------------------------- restoring ----
   def latest_step(self) -> Optional[int]:
-    return self.periodic.latest_step()
+    return self.periodic.latest_step() if self.periodic is not None else None
 
   def _manager(self, which: str):
     if which == "best":
@@ -214,7 +238,7 @@ class Checkpointer:
   def step_for(self, which: str = "latest") -> Optional[int]:
     if which == "best":
       return self.best.best_step() if self.best is not None else None
-    return self.periodic.latest_step()
+    return self.latest_step()
 
   def restore_config(self, step: int, which: str = "latest") -> dict:
     out = self._manager(which).restore(

@@ -34,7 +34,8 @@ talks to it through this interface (shapes: B = local batch size):
   ("min"/"max"), `extra_modes` (dict mode -> fn(method, config, workdir)),
   `weight_decay_mask(params)` (AdamW: True where weight decay applies),
   `begin_eval(step, workdir)` (called before each evaluation, e.g. to write
-  images for that step).
+  images for that step), `write_report(workdir, results, outputs, info)`
+  (called by `evaluate`, i.e. --mode=eval, with the per-example outputs).
 
 Config fields read here: seed, batch_size, num_epochs, max_steps (optional),
 optimizer.*, ema.*, fsdp, log_every_steps, progress_every_steps,
@@ -189,24 +190,30 @@ class Trainer:
     return new_state, metrics
 
   # --------------------------------------------------------------- eval ----
-  def evaluate(self, state: state_lib.TrainState, use_ema: bool = True
-               ) -> dict[str, float]:
-    """Evaluates the raw (and EMA) parameters on every eval split."""
-    variants = [("", (state.params, state.model_state))]
+  def evaluate(self, state: state_lib.TrainState, use_ema: bool = True,
+               with_outputs: bool = False):
+    """Evaluates the raw (and EMA) parameters on every eval split.
+
+    Returns `{<split>[_ema]/<metric>: value}`; with `with_outputs` also the
+    per-example `eval_step` outputs, `outputs[split]["raw" | "ema"]`.
+    """
+    variants = [("", "raw", (state.params, state.model_state))]
     if use_ema and state.ema is not None:
-      variants.append(("_ema", state.ema))
-    results = {}
+      variants.append(("_ema", "ema", state.ema))
+    results, all_outputs = {}, {}
     eval_bs = int(self.config.get("eval_batch_size", 0) or
                   self.global_batch_size)
     local_eval_bs = mesh_lib.local_batch_size(eval_bs)
     splits = self.method.eval_iterators(local_eval_bs)
     for split, make_iter in splits.items():
-      for suffix, (params, model_state) in variants:
+      for suffix, name, (params, model_state) in variants:
         outputs = self.run_eval_split(params, model_state, make_iter())
+        if with_outputs:
+          all_outputs.setdefault(split, {})[name] = outputs
         summary = self.method.evaluate(outputs, split)
         for k, v in summary.items():
           results[f"{split}{suffix}/{k}"] = float(v)
-    return results
+    return (results, all_outputs) if with_outputs else results
 
   def run_eval_split(self, params, model_state, batches) -> dict[str, np.ndarray]:
     chunks: dict[str, list] = {}
@@ -303,7 +310,7 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
 
   def save(step, force=False):
     checkpointer.save(step, state, train_iter.get_state(),
-                      {"step": step, "epoch": step / spe, **meta},
+                      {**meta, "step": step, "epoch": step / spe},
                       config_dict, force=force)
 
   while step < trainer.total_steps:
@@ -364,27 +371,94 @@ def format_eval(step: int, results: dict[str, float]) -> str:
   return "\n".join(lines)
 
 
-def evaluate(method, config, workdir: str) -> dict[str, float]:
-  """Restores a checkpoint (config.eval_checkpoint: latest|best) and evaluates."""
+def _check_model_config(saved: dict, current: dict, source: str) -> None:
+  """ValueError when the checkpoint's model differs from the config's."""
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      if isinstance(v, dict):
+        out.update(flat(v, f"{prefix}{k}."))
+      else:
+        out[f"{prefix}{k}"] = v
+    return out
+  a, b = flat(saved), flat(current)
+  keys = [k for k in sorted(set(a) | set(b))
+          if (k.startswith("model.") and k != "model.dtype")
+          or k in ("data.scheme", "data.crop_size", "method")]
+  diffs = [f"  {k}: checkpoint={a.get(k, '<absent>')!r} now="
+           f"{b.get(k, '<absent>')!r}" for k in keys if a.get(k) != b.get(k)]
+  if diffs:
+    raise ValueError(
+        f"the checkpoint under {source} was trained with a different model "
+        "than --config describes:\n" + "\n".join(diffs) + "\nUse the "
+        "config the checkpoint was trained with (its config.json), or "
+        "override these fields on the command line.")
+
+
+def evaluate(method, config, workdir: str, checkpoint_dir: Optional[str] = None,
+             config_path: Optional[str] = None) -> dict[str, float]:
+  """Restores a checkpoint (config.eval_checkpoint: latest|best) and evaluates.
+
+  Args:
+    method: the method object.
+    config: the experiment config.
+    workdir: where results go (and, by default, the checkpoints).
+    checkpoint_dir: a training workdir (with checkpoints/ and/or
+      checkpoints_best/, as `training.checkpoints.Checkpointer` writes them)
+      to evaluate instead of `workdir`'s own; it is only read (orbax
+      read-only managers): nothing is created or modified there.
+    config_path: the config file, recorded in the report.
+
+  Returns:
+    `<split>/<metric>` (raw parameters) and `<split>_ema/<metric>` (EMA).
+    When the method has `write_report(workdir, results, outputs, info)`, it
+    is called (process 0) with the per-example `eval_step` outputs
+    (`outputs[split]["raw" | "ema"]`) and `info` (checkpoint dir, which,
+    step, path; config path).
+  """
+  workdir = os.path.abspath(workdir)
+  source = os.path.abspath(os.path.expanduser(checkpoint_dir or workdir))
+  external = source != workdir
+  if external and not os.path.isdir(source):
+    raise FileNotFoundError(
+        f"--checkpoint {source} does not exist; pass a training workdir "
+        "(the folder holding checkpoints/ and checkpoints_best/)")
   setup_runtime(config, workdir)
   trainer = Trainer(method, config)
   which = config.get("eval_checkpoint", "latest")
+  if which not in ("latest", "best"):
+    raise ValueError(f"config.eval_checkpoint must be 'latest' or 'best'; "
+                     f"got {which!r}")
   best_metric = config.get("best_metric", None) or getattr(
       method, "best_metric", None)
-  checkpointer = ckpt_lib.Checkpointer(workdir, best_metric=best_metric,
-                                       async_save=False)
+  checkpointer = ckpt_lib.Checkpointer(
+      source, best_metric=best_metric,
+      best_mode=getattr(method, "best_mode", "min"), read_only=True)
   step = checkpointer.step_for(which)
+  sub = "checkpoints_best" if which == "best" else "checkpoints"
   if step is None:
     raise FileNotFoundError(
-        f"no {which} checkpoint under {workdir}/"
-        f"{'checkpoints_best' if which == 'best' else 'checkpoints'}; train "
-        "first (--mode=train) or point --workdir at a trained run")
+        f"no {which} checkpoint under {source}/{sub}; train first "
+        "(--mode=train), point --checkpoint (or --workdir) at a trained run"
+        + (", or use --config.eval_checkpoint=latest" if which == "best"
+           else ""))
+  _check_model_config(checkpointer.restore_config(step, which),
+                      ckpt_lib.config_to_dict(config), f"{source}/{sub}")
   state, _, _, _ = checkpointer.restore(step, trainer.abstract_state, which)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
   _begin_eval(method, step, workdir)
-  results = trainer.evaluate(state)
+
+  results, outputs = trainer.evaluate(state, with_outputs=True)
+  checkpointer.close()
   if jax.process_index() == 0:
     print(format_eval(step, results), flush=True)
-  checkpointer.close()
+    hook = getattr(method, "write_report", None)
+    if hook is not None:
+      hook(workdir, results, outputs, {
+          "checkpoint_dir": source, "which": which, "step": int(step),
+          "checkpoint_path": os.path.join(source, sub, str(step)),
+          "config": config_path})
   return results
 
 
@@ -414,12 +488,21 @@ def summary(method, config, workdir: Optional[str] = None) -> dict[str, Any]:
   return out
 
 
-def run_mode(mode: str, method, config, workdir: str):
-  """Dispatches --mode to the loop or to one of the method's extra modes."""
+def run_mode(mode: str, method, config, workdir: str,
+             checkpoint_dir: Optional[str] = None,
+             config_path: Optional[str] = None):
+  """Dispatches --mode to the loop or to one of the method's extra modes.
+
+  `checkpoint_dir` (run.py --checkpoint) is only used by --mode=eval.
+  """
+  if checkpoint_dir and mode != "eval":
+    raise ValueError(f"--checkpoint is only used by --mode=eval (got --mode="
+                     f"{mode}); training resumes from --workdir")
   if mode == "train":
     return train(method, config, workdir)
   if mode == "eval":
-    return evaluate(method, config, workdir)
+    return evaluate(method, config, workdir, checkpoint_dir=checkpoint_dir,
+                    config_path=config_path)
   if mode == "summary":
     return summary(method, config, workdir)
   extra = getattr(method, "extra_modes", None) or {}

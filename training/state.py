@@ -71,7 +71,9 @@ def make_schedule(opt_config, steps_per_epoch: int,
 
   opt_config.schedule:
     "step":   lr * factor^k after each of `decay_epochs` (STAR: x0.1 at epochs
-              200, 350, 450 of 500).
+              200, 350, 450 of 500), or, when `decay_fractions` is set, after
+              each of those fractions of `total_steps` (budgeted runs whose
+              length is set by max_steps).
     "cosine": linear warm-up over `warmup_epochs`, then cosine to 0 (MAE).
     "constant".
   """
@@ -81,8 +83,12 @@ def make_schedule(opt_config, steps_per_epoch: int,
     return optax.constant_schedule(lr)
   if kind == "step":
     factor = float(opt_config.get("decay_factor", 0.1))
-    boundaries = {int(round(e * steps_per_epoch)): factor
-                  for e in opt_config.decay_epochs}
+    fractions = tuple(opt_config.get("decay_fractions", ()) or ())
+    if fractions:
+      steps = [f * total_steps for f in fractions]
+    else:
+      steps = [e * steps_per_epoch for e in opt_config.decay_epochs]
+    boundaries = {int(round(x)): factor for x in steps}
     return optax.piecewise_constant_schedule(lr, boundaries)
   if kind == "cosine":
     warmup = int(round(opt_config.get("warmup_epochs", 0) * steps_per_epoch))

@@ -1,0 +1,357 @@
+r"""A self-contained inference artifact: jax.export function, params, config.
+
+  python -m star_jax.export --checkpoint runs/yt68_star --out yt68_star.zip \
+      [--which best|latest] [--params auto|ema|raw] [--with_heatmaps] \
+      [--platforms cpu,cuda,tpu] [--flip_test config|on|off]
+
+  from star_jax import export
+  landmarker = export.load("yt68_star.zip")     # needs jax + numpy only
+  out = landmarker(crops)                       # uint8 RGB [B, S, S, 3]
+  out["landmarks_crop"]                         # [B, N, 2] crop pixels
+  out = landmarker(crops, crop_to_image)        # [B, 2, 3] or [B, 3, 3]
+  out["landmarks"]                              # [B, N, 2] original pixels
+
+The artifact is ONE file, a zip archive (stored, not compressed) with:
+
+  manifest.json   format name/version, jax version, platforms, crop size S,
+                  point count N, outputs, parameter names (key paths), the
+                  checkpoint it came from.
+  config.json     the training config (as stored in the checkpoint).
+  function.bin    `jax.export.Exported.serialize()` of
+                  `f(params, images, crop_to_image) -> dict` with a symbolic
+                  batch size b: images uint8 `[b, S, S, 3]`, crop_to_image
+                  float32 `[b, 2, 3]`; outputs float32 "landmarks_crop"
+                  `[b, N, 2]`, "landmarks" `[b, N, 2]` (crop_to_image applied)
+                  and, with --with_heatmaps, "heatmaps" `[b, N, S/4, S/4]`.
+                  `params` is a flat list of arrays (no framework pytrees).
+  params.npz      those arrays, `p00000`, `p00001`, ... in argument order.
+
+Serialization needs the `flatbuffers` package (jax's own optional
+dependency for `jax.export.serialize` / `deserialize`).
+
+`load` imports only json / zipfile / numpy / jax: no flax, no star_jax model
+code (tested in a subprocess that blocks those imports), so a user can also
+read the zip by hand:
+
+  exp = jax.export.deserialize(bytearray(zip.read("function.bin")))
+  params = [npz[f"p{i:05d}"] for i in range(len(npz.files))]
+  exp.call(params, images, crop_to_image)
+
+The decoder inside is the evaluation path's (`star_jax.inference.infer` ->
+`star_jax.method.decode_predictions`, and `flip_test_average` when the
+config's `eval.flip_test` is on or `--flip_test on`), traced once at export.
+
+Platforms: the function is lowered for every platform in --platforms without
+needing that hardware (`jax.export.export(..., platforms=...)`); the default
+cpu,cuda,tpu works for this model with jax 0.10.2 on a CPU-only machine (the
+network is convolutions, reductions and elementwise ops, no custom calls). It
+was executed here on CPU only. A serialized function can be loaded by the
+same or a newer jax within jax's export compatibility window (see the jax
+docs "Exporting and serializing staged-out computations").
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from typing import Dict, Optional, Sequence
+
+import jax
+import numpy as np
+
+FORMAT = "star_jax.export"
+FORMAT_VERSION = 1
+DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+_MEMBERS = ("manifest.json", "config.json", "function.bin", "params.npz")
+_NPZ_DTYPES = tuple(np.dtype(t) for t in (
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "bool"))
+
+
+# -------------------------------------------------------------- export ----
+
+def export_model(config, model, variables, out_path: str, *,
+                 with_heatmaps: bool = False,
+                 platforms: Sequence[str] = DEFAULT_PLATFORMS,
+                 flip_test: Optional[bool] = None,
+                 source: Optional[dict] = None) -> dict:
+  """Serializes a model + variables + config into the artifact at `out_path`.
+
+  Args:
+    config: the training ConfigDict (or dict) the model was built from.
+    model: the StackedHourglass.
+    variables: `{"params": ..., **model_state}` (host or device arrays).
+    out_path: the zip file to write (its folder must exist).
+    with_heatmaps: also output the last stack's heatmaps.
+    platforms: jax platforms to lower for ("cpu", "cuda", "tpu", "rocm").
+    flip_test: horizontal-flip test-time augmentation inside the function;
+      None = the config's `eval.flip_test` (as its evaluation).
+    source: provenance stored in the manifest (checkpoint path, step, ...).
+
+  Returns:
+    The manifest dict.
+  """
+  from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+  from star_jax import inference  # pylint: disable=g-import-not-at-top
+  from training import checkpoints  # pylint: disable=g-import-not-at-top
+
+  _require_flatbuffers()
+  config_dict = checkpoints.config_to_dict(config)
+  crop_size = int(config_dict["data"]["crop_size"])
+  align_corners = bool(config_dict.get("loss", {}).get("align_corners", False))
+  flip_permutation = inference.flip_permutation_for(config_dict, flip_test)
+  platforms = tuple(platforms)
+  if not platforms:
+    raise ValueError("platforms must name at least one of cpu, cuda, tpu, rocm")
+
+  leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(variables)
+  names = [jax.tree_util.keystr(p) for p, _ in leaves_with_path]
+  leaves = [np.asarray(v) for _, v in leaves_with_path]
+  for name, leaf in zip(names, leaves):
+    if leaf.dtype not in _NPZ_DTYPES:
+      raise ValueError(f"parameter {name} has dtype {leaf.dtype}, which .npz "
+                       "cannot store portably; cast it to float32")
+
+  def fn(flat_params, images, crop_to_image):
+    variables = jax.tree_util.tree_unflatten(treedef, flat_params)
+    return inference.infer(model, variables, images, crop_to_image,
+                           align_corners, with_heatmaps, flip_permutation)
+
+  b, = jax_export.symbolic_shape("b")
+  specs = ([jax.ShapeDtypeStruct(l.shape, l.dtype) for l in leaves],
+           jax.ShapeDtypeStruct((b, crop_size, crop_size, 3), np.uint8),
+           jax.ShapeDtypeStruct((b, 2, 3), np.float32))
+  try:
+    exported = jax_export.export(jax.jit(fn), platforms=platforms)(*specs)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(
+        f"jax.export could not lower the model for platforms {platforms}: "
+        f"{e}\nTry --platforms=cpu (or the platform you will run on).") from e
+  out_avals = jax.tree_util.tree_unflatten(exported.out_tree,
+                                           exported.out_avals)
+  out_shapes = {k: [d if isinstance(d, int) else str(d) for d in v.shape]
+                for k, v in out_avals.items()}
+  manifest = {
+      "format": FORMAT, "format_version": FORMAT_VERSION,
+      "jax_version": jax.__version__,
+      "platforms": list(exported.platforms),
+      "crop_size": crop_size,
+      "num_points": int(model.num_points),
+      "align_corners": align_corners,
+      "input_bgr": bool(getattr(model, "input_bgr", False)),
+      "inputs": {"images": ["b", crop_size, crop_size, 3, "uint8 RGB"],
+                 "crop_to_image": ["b", 2, 3, "float32"]},
+      "outputs": out_shapes,
+      "with_heatmaps": bool(with_heatmaps),
+      "flip_test": flip_permutation is not None,
+      "param_names": names,
+      "source": dict(source or {}),
+      "coordinates": ("(x, y) pixels, origin top-left, pixel centres at "
+                      "integers (README 'Conventions')"),
+  }
+  params_bytes = io.BytesIO()
+  np.savez(params_bytes, **{f"p{i:05d}": l for i, l in enumerate(leaves)})
+  _write_zip(out_path, {
+      "manifest.json": json.dumps(manifest, indent=2).encode(),
+      "config.json": json.dumps(config_dict, indent=2, sort_keys=True).encode(),
+      "function.bin": bytes(exported.serialize()),
+      "params.npz": params_bytes.getvalue()})
+  return manifest
+
+
+def _require_flatbuffers() -> None:
+  """jax.export (de)serialization needs the `flatbuffers` package."""
+  try:
+    import flatbuffers  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    raise ImportError(
+        "jax.export serialization needs the 'flatbuffers' package, which is "
+        "not installed: pip install flatbuffers (listed in requirements.txt)"
+    ) from None
+
+
+def _write_zip(path: str, members: Dict[str, bytes]) -> None:
+  """Writes the archive atomically (a temporary file, then a rename)."""
+  if os.path.isdir(path):
+    raise ValueError(f"--out {path} is a folder; the artifact is one file, "
+                     "e.g. --out model.zip")
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"output folder {folder} does not exist; create it "
+                            "first")
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".export-", suffix=".zip")
+  os.close(fd)
+  try:
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+      for name, data in members.items():
+        z.writestr(name, data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def export_checkpoint(checkpoint_dir: str, out_path: str, which: str = "best",
+                      use_ema: Optional[bool] = None,
+                      with_heatmaps: bool = False,
+                      platforms: Sequence[str] = DEFAULT_PLATFORMS,
+                      flip_test: Optional[bool] = None) -> dict:
+  """Loads a training workdir (`inference.load_checkpoint`) and exports it."""
+  from star_jax import inference  # pylint: disable=g-import-not-at-top
+  config, model, variables, info = inference.load_checkpoint(
+      checkpoint_dir, which, use_ema=use_ema, with_info=True)
+  return export_model(config, model, variables, out_path,
+                      with_heatmaps=with_heatmaps, platforms=platforms,
+                      flip_test=flip_test, source=info)
+
+
+# ---------------------------------------------------------------- load ----
+
+class ExportedLandmarker:
+  """The loaded artifact: call it on crops. Needs only jax and numpy.
+
+  Attributes:
+    manifest: the manifest dict; config: the training config dict;
+    crop_size: S; num_points: N; exported: the `jax.export.Exported`;
+    params: the flat parameter list (device arrays).
+  """
+
+  def __init__(self, manifest: dict, config: dict, exported, params):
+    self.manifest = manifest
+    self.config = config
+    self.crop_size = int(manifest["crop_size"])
+    self.num_points = int(manifest["num_points"])
+    self.exported = exported
+    self.params = params
+    self._call = jax.jit(exported.call)
+
+  def __call__(self, images, crop_to_image=None) -> Dict[str, np.ndarray]:
+    """Predicts landmarks on crops.
+
+    Args:
+      images: uint8 RGB `[B, S, S, 3]` crops (S = self.crop_size).
+      crop_to_image: optional `[B, 2, 3]` (or `[B, 3, 3]` homogeneous) affine
+        maps from crop pixels to original pixels (the data layer's
+        `crop_to_image`); identity when omitted.
+
+    Returns:
+      numpy float32 "landmarks_crop" `[B, N, 2]`, "landmarks" `[B, N, 2]`
+      (original pixels; equal to landmarks_crop without crop_to_image) and,
+      if exported with heatmaps, "heatmaps" `[B, N, S/4, S/4]`.
+    """
+    images = np.asarray(images)
+    s = self.crop_size
+    if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+      raise ValueError(f"images must be RGB crops [B, {s}, {s}, 3] (this "
+                       f"artifact's crop size), got shape {images.shape}")
+    if images.dtype != np.uint8:
+      raise ValueError(f"images must be uint8 (0..255), got {images.dtype}")
+    b = images.shape[0]
+    if crop_to_image is None:
+      c2i = np.tile(np.eye(2, 3, dtype=np.float32), (b, 1, 1))
+    else:
+      c2i = np.asarray(crop_to_image, np.float64)
+      if c2i.shape == (b, 3, 3):
+        if not np.allclose(c2i[:, 2], [0.0, 0.0, 1.0]):
+          raise ValueError("crop_to_image [B, 3, 3] must be affine (last row "
+                           "0, 0, 1)")
+        c2i = c2i[:, :2]
+      if c2i.shape != (b, 2, 3):
+        raise ValueError(f"crop_to_image must be [B, 2, 3] or [B, 3, 3] with "
+                         f"B = {b}, got shape {c2i.shape}")
+      c2i = c2i.astype(np.float32)
+    out = self._call(self.params, images, c2i)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def load(path: str) -> ExportedLandmarker:
+  """Loads an artifact written by `export_model` (jax + numpy only).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: not a star_jax export artifact, or a newer format version.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no export artifact at {path}; write one with "
+                            "python -m star_jax.export --checkpoint DIR --out "
+                            f"{path}")
+  try:
+    with zipfile.ZipFile(path) as z:
+      missing = [m for m in _MEMBERS if m not in z.namelist()]
+      if missing:
+        raise ValueError(f"{path} is a zip but not a star_jax export artifact "
+                         f"(missing {missing})")
+      manifest = json.loads(z.read("manifest.json"))
+      config = json.loads(z.read("config.json"))
+      blob = bytearray(z.read("function.bin"))
+      npz = np.load(io.BytesIO(z.read("params.npz")))
+      params = [npz[f"p{i:05d}"] for i in range(len(npz.files))]
+  except zipfile.BadZipFile as e:
+    raise ValueError(f"{path} is not a star_jax export artifact (not a zip "
+                     "file)") from e
+  if manifest.get("format") != FORMAT:
+    raise ValueError(f"{path}: manifest format {manifest.get('format')!r}, "
+                     f"expected {FORMAT!r}")
+  if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    raise ValueError(f"{path} has format version "
+                     f"{manifest['format_version']}; this code reads up to "
+                     f"{FORMAT_VERSION}: update star_jax")
+  _require_flatbuffers()
+  exported = jax.export.deserialize(blob)
+  return ExportedLandmarker(manifest, config, exported, jax.device_put(params))
+
+
+# ----------------------------------------------------------------- CLI ----
+
+def _parse_args(argv):
+  p = argparse.ArgumentParser(
+      prog="python -m star_jax.export",
+      description="Export a trained STAR checkpoint as a self-contained "
+                  "jax.export artifact (one zip file).")
+  p.add_argument("--checkpoint", required=True,
+                 help="training workdir (checkpoints/, checkpoints_best/)")
+  p.add_argument("--out", required=True, help="artifact file to write (.zip)")
+  p.add_argument("--which", default="best", choices=("best", "latest"))
+  p.add_argument("--params", default="auto", choices=("auto", "ema", "raw"),
+                 help="auto: EMA parameters when stored, else raw")
+  p.add_argument("--with_heatmaps", action="store_true",
+                 help="also output the last stack's heatmaps")
+  p.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
+                 help="comma-separated jax platforms to lower for")
+  p.add_argument("--flip_test", default="config",
+                 choices=("config", "on", "off"),
+                 help="horizontal-flip test-time augmentation; config: as "
+                      "the checkpoint's eval.flip_test")
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = _parse_args(argv)
+  use_ema = {"auto": None, "ema": True, "raw": False}[args.params]
+  platforms = tuple(x.strip() for x in args.platforms.split(",") if x.strip())
+  try:
+    manifest = export_checkpoint(args.checkpoint, args.out, args.which,
+                                 use_ema=use_ema,
+                                 with_heatmaps=args.with_heatmaps,
+                                 platforms=platforms,
+                                 flip_test={"config": None, "on": True,
+                                            "off": False}[args.flip_test])
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  src = manifest["source"]
+  print(f"wrote {args.out}: {manifest['num_points']} points, crop "
+        f"{manifest['crop_size']} px, platforms {manifest['platforms']}, from "
+        f"{src.get('path')} ({'EMA' if src.get('ema') else 'raw'} params), "
+        f"{os.path.getsize(args.out) / 2**20:.1f} MiB")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,552 @@
+"""Figures drawn with PIL only (no matplotlib): overlays, heatmap PCA, curves.
+
+Every function returns a `PIL.Image.Image` (RGB) and, with `path=...`, also
+saves it as a PNG (parent folders are created). Plots are white with black
+axes, tick labels in PIL's default font and a legend of coloured squares
+(the conventions of sce_mae_jax/tsne.py's scatter).
+
+  * `landmark_overlay(image, points, gt=None)`: predictions (green) and
+    ground truth (red) on an image, with error lines between them.
+  * `heatmap_pca_ellipses(image, heatmaps)`: the STAR paper's Fig. 3: for each
+    landmark the ellipse of the PCA of its heatmap (star_jax.loss.
+    distribution_pca: mean, eigenvectors as columns, eigenvalues) drawn on the
+    crop; `pca_ellipses` returns the geometry.
+  * `ced_curve(nmes_by_name, threshold)`: cumulative error distribution(s)
+    from per-face NMEs (star_jax.metrics.ced_curve), as the evaluation report
+    draws them.
+  * `training_curves(workdir_or_jsonl, keys)`: scalars of the metrics.jsonl
+    that training/writers.py writes, one panel per key, against the step.
+  * `matching_pairs(pairs)`: SCE-MAE landmark matching examples (reference
+    points, matched and true target points), as `--mode=matching` writes them.
+
+Pixel convention (README "Conventions"): point (x, y) is in pixels of the
+image with pixel centres at integers; drawn on an image upscaled by an integer
+`scale`, it lands at `(x + 0.5) * scale - 0.5`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+           (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+           (188, 189, 34), (23, 190, 207))
+PRED_COLOR = (0, 220, 0)
+GT_COLOR = (255, 40, 40)
+
+
+def _save(img: Image.Image, path: Optional[str]) -> Image.Image:
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    img.save(path)
+  return img
+
+
+def _as_rgb(image) -> Image.Image:
+  """uint8 / float [0, 1] `[H, W]`, `[H, W, 1|3]` array or PIL image -> RGB."""
+  if isinstance(image, Image.Image):
+    return image.convert("RGB")
+  a = np.asarray(image)
+  if a.ndim == 3 and a.shape[-1] == 1:
+    a = a[..., 0]
+  if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+    raise ValueError(f"image must be [H, W], [H, W, 1] or [H, W, 3]; got "
+                     f"{a.shape}")
+  if a.dtype != np.uint8:
+    a = np.asarray(a, np.float64)
+    if a.size and a.max() <= 1.0:
+      a = a * 255.0
+    a = np.clip(np.round(a), 0, 255).astype(np.uint8)
+  return Image.fromarray(a).convert("RGB")
+
+
+def _default_scale(width: int, height: int, target: int = 256) -> int:
+  return max(1, int(math.ceil(target / max(width, height, 1))))
+
+
+def _to_canvas(points: np.ndarray, scale: int) -> np.ndarray:
+  """Image pixels -> PIL drawing coordinates on the `scale`x canvas.
+
+  The point lands at canvas pixel `(x + 0.5) * scale - 0.5`; PIL truncates
+  drawing coordinates to whole pixels, so we pass that value + 0.5 (rounding
+  to the nearest pixel instead of flooring).
+  """
+  return (np.asarray(points, np.float64) + 0.5) * scale
+
+
+def _check_points(points, name: str) -> np.ndarray:
+  p = np.asarray(points, np.float64)
+  if p.ndim != 2 or p.shape[-1] != 2:
+    raise ValueError(f"{name} must be [N, 2] (x, y) pixels; got {p.shape}")
+  return p
+
+
+# --------------------------------------------------------------- overlay ----
+
+def landmark_overlay(image, points, gt=None, *, path: Optional[str] = None,
+                     scale: Optional[int] = None,
+                     radius: Optional[float] = None, color=PRED_COLOR,
+                     gt_color=GT_COLOR, error_lines: bool = True,
+                     box: Optional[Sequence[float]] = None) -> Image.Image:
+  """Landmarks drawn on an image.
+
+  Args:
+    image: `[H, W, 3]` uint8 (or float in [0, 1], grey, PIL image).
+    points: `[N, 2]` predicted (x, y) in pixels of `image`.
+    gt: optional `[N, 2]` ground truth (drawn in `gt_color`, with a line from
+      each ground-truth point to its prediction when `error_lines`).
+    path: also save as PNG there.
+    scale: integer upscaling of the image (default: longest side >= 256 px).
+    radius: dot radius in output pixels (default: 2, or 0.6 % of the longer
+      output side when larger).
+    box: optional face box (x1, y1, x2, y2) in pixels of `image`, drawn as a
+      rectangle through the corner points' pixel centres.
+
+  Returns:
+    the RGB image, `scale` times the input size.
+  """
+  img = _as_rgb(image)
+  scale = int(scale or _default_scale(*img.size))
+  if scale < 1:
+    raise ValueError(f"scale must be a positive integer; got {scale}")
+  if scale > 1:
+    img = img.resize((img.width * scale, img.height * scale),
+                     Image.Resampling.NEAREST)
+  draw = ImageDraw.Draw(img)
+  if radius is None:
+    radius = max(2.0, 0.006 * max(img.size))
+  if box is not None:
+    if np.size(box) != 4:
+      raise ValueError(f"box must be (x1, y1, x2, y2); got {box!r}")
+    corners = _to_canvas(np.asarray(box, np.float64).reshape(2, 2), scale)
+    draw.rectangle([tuple(corners[0]), tuple(corners[1])],
+                   outline=(255, 200, 0))
+  p = _to_canvas(_check_points(points, "points"), scale)
+  if gt is not None:
+    g = _to_canvas(_check_points(gt, "gt"), scale)
+    if g.shape != p.shape:
+      raise ValueError(f"gt {g.shape} and points {p.shape} differ in shape")
+    for (x, y), (u, v) in zip(g, p):
+      if error_lines:
+        draw.line([(x, y), (u, v)], fill=(255, 255, 0), width=1)
+      draw.ellipse([x - radius, y - radius, x + radius, y + radius],
+                   fill=gt_color)
+  for x, y in p:
+    draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color)
+  return _save(img, path)
+
+
+def matching_pairs(pairs: Sequence[Mapping[str, Any]], *,
+                   path: Optional[str] = None, scale: Optional[int] = None,
+                   radius: Optional[float] = None,
+                   gap: int = 8) -> Image.Image:
+  """Landmark matching examples, one row per pair: reference | target.
+
+  Each landmark has its own colour (PALETTE, cycled): a filled dot at the
+  reference point (left), and on the target (right) a filled dot at the
+  matched point with an outlined ring at the true target point and a line
+  between them (the match error).
+
+  Args:
+    pairs: mappings with `source_image`, `target_image` (`[S, S, 3]`, same S
+      for all), `source_points`, `matched_points`, `target_points` (`[K, 2]`
+      (x, y) pixels of their image).
+    path: also save as PNG there.
+    scale: integer upscaling (default: image side >= 192 px).
+    radius: dot radius in output pixels (default 3).
+    gap: pixels between the two panels and between rows.
+
+  Returns:
+    RGB image `[rows * (S * scale + gap) - gap, 2 * S * scale + gap]`.
+  """
+  if not pairs:
+    raise ValueError("matching_pairs needs at least one pair")
+  first = _as_rgb(pairs[0]["source_image"])
+  scale = int(scale or _default_scale(*first.size, target=192))
+  side_w, side_h = first.width * scale, first.height * scale
+  radius = 3.0 if radius is None else float(radius)
+  canvas = Image.new("RGB", (2 * side_w + gap,
+                             len(pairs) * (side_h + gap) - gap),
+                     (255, 255, 255))
+  draw = ImageDraw.Draw(canvas)
+  for row, pair in enumerate(pairs):
+    top = row * (side_h + gap)
+    panels = []
+    for key, left in (("source_image", 0), ("target_image", side_w + gap)):
+      img = _as_rgb(pair[key])
+      if img.size != first.size:
+        raise ValueError(f"pair {row}: {key} is {img.size}, expected "
+                         f"{first.size} like the first pair")
+      canvas.paste(img.resize((side_w, side_h), Image.Resampling.NEAREST),
+                   (left, top))
+      panels.append(np.array([left, top], np.float64))
+    src = _to_canvas(_check_points(pair["source_points"], "source_points"),
+                     scale) + panels[0]
+    got = _to_canvas(_check_points(pair["matched_points"], "matched_points"),
+                     scale) + panels[1]
+    true = _to_canvas(_check_points(pair["target_points"], "target_points"),
+                      scale) + panels[1]
+    if not src.shape == got.shape == true.shape:
+      raise ValueError(f"pair {row}: point arrays differ in shape "
+                       f"{src.shape}, {got.shape}, {true.shape}")
+    r = radius
+    for k in range(src.shape[0]):
+      colour = PALETTE[k % len(PALETTE)]
+      (x, y), (u, v), (a, b) = src[k], got[k], true[k]
+      draw.line([(a, b), (u, v)], fill=colour, width=1)
+      draw.ellipse([a - r - 1, b - r - 1, a + r + 1, b + r + 1],
+                   outline=colour, width=1)
+      draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+      draw.ellipse([u - r, v - r, u + r, v + r], fill=colour)
+  return _save(canvas, path)
+
+
+# ---------------------------------------------------------- heatmap PCA ----
+
+@dataclasses.dataclass
+class EllipseGeometry:
+  """Per landmark, in crop pixels.
+
+  Attributes:
+    center: `[N, 2]` (x, y): the heatmap mean (eq. 1).
+    axes: `[N, 2, 2]`: column i is semi-axis i as a vector,
+      `n_std * sqrt(eigenvalue_i) * eigenvector_i * (pixels per grid unit)`;
+      column 0 the minor (smaller eigenvalue), column 1 the major axis.
+    eigenvalues: `[N, 2]` ascending, in heatmap-grid units (eq. 5).
+    eigenvectors: `[N, 2, 2]` unit eigenvectors as columns (eq. 5).
+  """
+  center: np.ndarray
+  axes: np.ndarray
+  eigenvalues: np.ndarray
+  eigenvectors: np.ndarray
+
+
+def pca_ellipses(heatmaps, crop_size: int, *, n_std: float = 1.0,
+                 align_corners: bool = False) -> EllipseGeometry:
+  """Geometry of the STAR Fig. 3 ellipses of one face's heatmaps.
+
+  The PCA is star_jax.loss.distribution_pca (heatmap normalised to sum 1, the
+  weighted mean and the unbiased weighted covariance of eq. 3-4 on the grid
+  `linspace(-1, 1, W)`, its eigen-decomposition eq. 5). Coordinates go to
+  crop pixels as the STAR decoder does (star_jax.method.denormalise_landmarks:
+  align_corners=False, `x_px = ((c + 1) S - 1) / 2`, i.e. S / 2 pixels per
+  grid unit; align_corners=True: (S - 1) / 2).
+
+  Scale: semi-axis i has length `n_std * sqrt(eigenvalue_i)` (grid units,
+  then pixels): the standard deviation of the heatmap along that principal
+  direction, so with n_std = 1 the ellipse is the 1-sigma contour of a
+  Gaussian with the heatmap's covariance (n_std = 2: 2-sigma).
+
+  Args:
+    heatmaps: `[N, h, w]` or `[1, N, h, w]` non-negative heatmaps of one face.
+    crop_size: S, the crop side in pixels.
+    n_std: semi-axes in standard deviations.
+    align_corners: the decoder convention (config.loss.align_corners).
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from star_jax import loss as loss_lib  # pylint: disable=g-import-not-at-top
+  from star_jax import method as method_lib  # pylint: disable=g-import-not-at-top
+  h = np.asarray(heatmaps, np.float32)
+  if h.ndim == 4 and h.shape[0] == 1:
+    h = h[0]
+  if h.ndim != 3:
+    raise ValueError(f"heatmaps must be [N, h, w] (one face); got {h.shape}")
+  pca = loss_lib.distribution_pca(jnp.asarray(h[None]))
+  mean = method_lib.denormalise_landmarks(pca.mean[0], crop_size,
+                                          align_corners)
+  px_per_unit = (crop_size - 1.0 if align_corners else float(crop_size)) / 2
+  values = np.asarray(pca.eigenvalues[0], np.float64)
+  vectors = np.asarray(pca.eigenvectors[0], np.float64)
+  lengths = n_std * np.sqrt(np.maximum(values, 0.0)) * px_per_unit  # [N, 2]
+  return EllipseGeometry(center=np.asarray(mean, np.float64),
+                         axes=vectors * lengths[:, None, :],
+                         eigenvalues=values, eigenvectors=vectors)
+
+
+def _ellipse_polygon(center, axes, num: int = 72) -> List[Tuple[float, float]]:
+  t = np.linspace(0.0, 2.0 * np.pi, num, endpoint=False)
+  pts = (center[None] + np.cos(t)[:, None] * axes[:, 0][None]
+         + np.sin(t)[:, None] * axes[:, 1][None])
+  return [tuple(p) for p in pts]
+
+
+def heatmap_pca_ellipses(image, heatmaps, *, n_std: float = 1.0,
+                         align_corners: bool = False,
+                         path: Optional[str] = None,
+                         scale: Optional[int] = None, color=(255, 200, 0),
+                         fill=None, major_axis_color=(255, 40, 40),
+                         show_major_axis: bool = True,
+                         show_mean: bool = True) -> Image.Image:
+  """The STAR paper's Fig. 3: each landmark's heatmap PCA as an ellipse.
+
+  Args:
+    image: the `[S, S, 3]` crop the heatmaps were predicted from.
+    heatmaps: `[N, h, w]` (or `[1, N, h, w]`) heatmaps of that crop (e.g. the
+      last stack's `heatmaps` of the model output).
+    n_std: semi-axes = n_std x the standard deviation along each principal
+      direction (`pca_ellipses`; 1 = the 1-sigma ellipse).
+    align_corners: the decoder convention (config.loss.align_corners).
+    path: also save as PNG there.
+    scale: integer upscaling (default: longest side >= 256 px).
+    color, fill: outline and fill (None = no fill) of the ellipses.
+    major_axis_color: colour of the major semi-axis line (the ambiguous
+      direction STAR shrinks the error along).
+    show_major_axis, show_mean: draw the major axis / the mean.
+  """
+  img = _as_rgb(image)
+  if img.width != img.height:
+    raise ValueError(f"the crop must be square; got {img.width}x{img.height}")
+  geometry = pca_ellipses(heatmaps, img.width, n_std=n_std,
+                          align_corners=align_corners)
+  scale = int(scale or _default_scale(*img.size))
+  if scale > 1:
+    img = img.resize((img.width * scale, img.height * scale),
+                     Image.Resampling.NEAREST)
+  draw = ImageDraw.Draw(img)
+  centers = _to_canvas(geometry.center, scale)
+  for c, axes in zip(centers, geometry.axes * scale):
+    draw.polygon(_ellipse_polygon(c, axes), outline=color, fill=fill)
+    if show_major_axis:
+      draw.line([tuple(c - axes[:, 1]), tuple(c + axes[:, 1])],
+                fill=major_axis_color, width=1)
+    if show_mean:
+      draw.point(tuple(c), fill=major_axis_color)
+  return _save(img, path)
+
+
+# ---------------------------------------------------------------- plots ----
+
+@dataclasses.dataclass
+class Axes:
+  """Maps data coordinates to pixels of a plot's frame.
+
+  `box` = (left, top, right, bottom) pixels of the frame; x grows to the
+  right from xlim[0], y grows upwards from ylim[0].
+  """
+  box: Tuple[float, float, float, float]
+  xlim: Tuple[float, float]
+  ylim: Tuple[float, float]
+
+  def px(self, x, y) -> Tuple[np.ndarray, np.ndarray]:
+    """Data -> pixel coordinates (pixel centres at integers)."""
+    left, top, right, bottom = self.box
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    u = left + (x - self.xlim[0]) / (self.xlim[1] - self.xlim[0]) * (
+        right - left)
+    v = bottom - (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0]) * (
+        bottom - top)
+    return u, v
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5) -> np.ndarray:
+  """Round tick values (1, 2, 2.5, 5 x 10^k steps) covering [lo, hi]."""
+  if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+    return np.array([lo])
+  raw = (hi - lo) / max(target, 1)
+  mag = 10.0 ** math.floor(math.log10(raw))
+  step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+  first = math.ceil(lo / step - 1e-9) * step
+  ticks = np.arange(first, hi + step * 1e-6, step)
+  return np.round(ticks, 12)
+
+
+def _fmt(v: float) -> str:
+  if v == 0:
+    return "0"
+  a = abs(v)
+  if a >= 1e4 or a < 1e-3:
+    return f"{v:.2g}"
+  return f"{v:.6g}"
+
+
+def _plot_frame(draw: ImageDraw.ImageDraw, axes: Axes, *, xlabel: str = "",
+                ylabel: str = "", title: str = "",
+                xfmt=_fmt, yfmt=_fmt) -> None:
+  left, top, right, bottom = axes.box
+  grid = (225, 225, 225)
+  for t in nice_ticks(*axes.xlim):
+    u, _ = axes.px(t, axes.ylim[0])
+    draw.line([(u, top), (u, bottom)], fill=grid)
+    draw.line([(u, bottom), (u, bottom + 4)], fill="black")
+    label = xfmt(float(t))
+    draw.text((u - 3 * len(label), bottom + 6), label, fill="black")
+  for t in nice_ticks(*axes.ylim):
+    _, v = axes.px(axes.xlim[0], t)
+    draw.line([(left, v), (right, v)], fill=grid)
+    draw.line([(left - 4, v), (left, v)], fill="black")
+    label = yfmt(float(t))
+    draw.text((left - 8 - 6 * len(label), v - 5), label, fill="black")
+  draw.rectangle([left, top, right, bottom], outline="black")
+  if xlabel:
+    draw.text(((left + right) / 2 - 3 * len(xlabel), bottom + 20), xlabel,
+              fill="black")
+  if ylabel:
+    draw.text((4, top - 16), ylabel, fill="black")
+  if title:
+    draw.text((left, 4), title, fill="black")
+
+
+def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str], x: float,
+            y: float) -> None:
+  for k, name in enumerate(names):
+    colour = PALETTE[k % len(PALETTE)]
+    draw.rectangle([x, y + 16 * k + 2, x + 10, y + 16 * k + 12], fill=colour)
+    draw.text((x + 16, y + 16 * k), name, fill="black")
+
+
+def _polyline(draw, axes: Axes, xs, ys, colour, width: int = 2) -> None:
+  u, v = axes.px(xs, ys)
+  u, v = u + 0.5, v + 0.5  # PIL truncates: round to the nearest pixel.
+  pts = [(float(a), float(b)) for a, b in zip(u, v)
+         if np.isfinite(a) and np.isfinite(b)]
+  if len(pts) == 1:
+    x, y = pts[0]
+    draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+  elif pts:
+    draw.line(pts, fill=colour, width=width, joint="curve")
+
+
+def ced_curve(nmes_by_name: Mapping[str, Sequence[float]], threshold: float,
+              *, step: float = 1e-4, path: Optional[str] = None,
+              title: str = "", size: Tuple[int, int] = (640, 420),
+              return_axes: bool = False):
+  """Cumulative error distribution curves (fraction of faces vs NME).
+
+  Each curve is star_jax.metrics.ced_curve(nmes, threshold, step): for x on
+  `arange(0, threshold + step, step)`, the share of faces with NME <= x
+  (the curve whose normalised area is AUC@threshold). The x axis is the NME
+  in % (0 .. 100 x threshold), the y axis the fraction of faces (0 .. 1).
+
+  Args:
+    nmes_by_name: curve name -> per-face NMEs (fractions, not %).
+    threshold: the right end of the x axis (FR / AUC threshold).
+    step: CED sampling step.
+    path: also save as PNG there.
+    return_axes: also return the `Axes` (data (NME fraction, share) ->
+      pixels), e.g. to check a curve's pixels.
+  """
+  from star_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  if not nmes_by_name:
+    raise ValueError("ced_curve needs at least one named set of NMEs")
+  width, height = size
+  img = Image.new("RGB", (width, height), "white")
+  draw = ImageDraw.Draw(img)
+  legend_w = 170
+  axes = Axes(box=(60, 40, width - legend_w, height - 50),
+              xlim=(0.0, float(threshold)), ylim=(0.0, 1.0))
+  _plot_frame(draw, axes, xlabel="NME (%)", ylabel="fraction of faces",
+              title=title or f"CED up to NME {100 * threshold:g} %",
+              xfmt=lambda v: _fmt(100 * v))
+  names = list(nmes_by_name)
+  for k, name in enumerate(names):
+    xs, ys = metrics_lib.ced_curve(nmes_by_name[name], threshold, step)
+    _polyline(draw, axes, xs, ys, PALETTE[k % len(PALETTE)])
+  _legend(draw, names, width - legend_w + 12, 36)
+  _save(img, path)
+  return (img, axes) if return_axes else img
+
+
+def read_metrics(workdir_or_jsonl: str) -> List[dict]:
+  """Rows of `<workdir>/metrics.jsonl` (or of the given .jsonl file)."""
+  path = workdir_or_jsonl
+  if os.path.isdir(path):
+    path = os.path.join(path, "metrics.jsonl")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} not found: pass a training workdir (with metrics.jsonl, as "
+        "training/writers.py writes it) or the .jsonl file itself")
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path} line {line_no} is not JSON: {e}") from e
+  return rows
+
+
+def _series(rows: Sequence[dict], key: str) -> Tuple[np.ndarray, np.ndarray]:
+  steps, values = [], []
+  for r in rows:
+    if key in r and "step" in r:
+      try:
+        v = float(r[key])  # "nan" / "inf" strings become non-finite floats.
+      except (TypeError, ValueError):
+        continue
+      steps.append(float(r["step"]))
+      values.append(v)
+  return np.asarray(steps), np.asarray(values)
+
+
+def default_curve_keys(rows: Sequence[dict]) -> List[str]:
+  """train/loss and the eval NMEs (`<split>[_ema]/nme`) present in `rows`."""
+  keys = sorted({k for r in rows for k in r})
+  out = [k for k in ("train/loss",) if k in keys]
+  out += [k for k in keys if k.count("/") == 1 and k.endswith("/nme")
+          and not k.startswith("train/")]
+  return out
+
+
+def training_curves(workdir_or_jsonl: str,
+                    keys: Optional[Sequence[str]] = None, *,
+                    path: Optional[str] = None, width: int = 640,
+                    panel_height: int = 200, log_y: Union[bool, Sequence[str]]
+                    = False, return_axes: bool = False):
+  """Scalars from metrics.jsonl against the step, one panel per key.
+
+  Args:
+    workdir_or_jsonl: a training workdir or a metrics.jsonl file.
+    keys: the scalar names (e.g. "train/loss", "test_ema/nme"); default
+      `default_curve_keys`. Non-finite values ("nan" in the file) are
+      skipped.
+    path: also save as PNG there.
+    log_y: True (all panels) or the keys whose y axis is log10.
+    return_axes: also return the list of `Axes` (one per panel; with log_y
+      the panel's y data are log10 values).
+  """
+  rows = read_metrics(workdir_or_jsonl)
+  keys = list(keys) if keys else default_curve_keys(rows)
+  available = sorted({k for r in rows for k in r} - {"step", "time"})
+  missing = [k for k in keys if k not in available]
+  if not keys or missing:
+    raise ValueError(f"keys {missing or keys} not in {workdir_or_jsonl}; "
+                     f"available: {available}")
+  img = Image.new("RGB", (width, panel_height * len(keys)), "white")
+  draw = ImageDraw.Draw(img)
+  all_axes = []
+  for k, key in enumerate(keys):
+    steps, values = _series(rows, key)
+    log = log_y is True or (not isinstance(log_y, bool) and key in log_y)
+    ok = np.isfinite(values) & ((values > 0) if log else True)
+    steps, values = steps[ok], values[ok]
+    if log:
+      values = np.log10(values)
+    top = k * panel_height
+    if values.size:
+      lo, hi = float(values.min()), float(values.max())
+      x0, x1 = float(steps.min()), float(steps.max())
+    else:
+      lo, hi, x0, x1 = 0.0, 1.0, 0.0, 1.0
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
+    if x1 <= x0:
+      x1 = x0 + 1.0
+    axes = Axes(box=(70, top + 24, width - 20, top + panel_height - 36),
+                xlim=(x0, x1), ylim=(lo - pad, hi + pad))
+    _plot_frame(draw, axes, xlabel="step" if k == len(keys) - 1 else "",
+                title="", yfmt=(lambda v: f"{10 ** v:.3g}") if log else _fmt)
+    draw.text((70, top + 6), key + (" (log scale)" if log else ""),
+              fill="black")
+    _polyline(draw, axes, steps, values, PALETTE[k % len(PALETTE)])
+    all_axes.append(axes)
+  _save(img, path)
+  return (img, all_axes) if return_axes else img
