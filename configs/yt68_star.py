@@ -30,7 +30,10 @@ smooth-L1 baseline is the same run with --config.loss.star=False.
 Reached here (README "Measured"): val NME 5.88 % (inter-ocular 36/45),
 FR@0.1 2.61 %, AUC@0.1 0.416, median 5.55 % for STAR; 5.94 % for the
 smooth-L1 baseline; 36 min of CPU on one core each (dlib's 68-point model:
-about 7.1 % on these frames).
+about 7.1 % on these frames). Without flip augmentation
+(--config.data.augment.flip_prob=0) STAR reaches 5.02 %: yt68's labels sit
+~1.3 px right of the mirror-symmetric position, which a flip-trained model
+cannot learn (README "Measured"); flips stay on here, as in the paper.
 The paper-sized model (256 px, 4 stacks, depth 4, width 256, AAM, batch 128)
 is `--config.data.crop_size=256 --config.model.num_stacks=4
 --config.model.depth=4 --config.model.width=256 --config.model.use_aam=True
