@@ -272,10 +272,17 @@ def decode_predictions(outputs: Sequence[Dict[str, jax.Array]],
                        align_corners: bool = False
                        ) -> tuple[jax.Array, jax.Array]:
   """Soft-argmax of the last stack -> (crop pixels, original pixels) `[B, N, 2]`."""
-  coords = loss_lib.soft_argmax(outputs[-1]["heatmaps"])
-  crop_points = denormalise_landmarks(coords, crop_size, align_corners)
+  crop_points = decode_crop_points(outputs, crop_size, align_corners)
   return crop_points, crop_to_original(crop_points,
                                        crop_to_image.astype(jnp.float32))
+
+
+def decode_crop_points(outputs: Sequence[Dict[str, jax.Array]],
+                       crop_size: int, align_corners: bool = False
+                       ) -> jax.Array:
+  """Soft-argmax of the last stack's heatmaps -> `[B, N, 2]` crop pixels."""
+  coords = loss_lib.soft_argmax(outputs[-1]["heatmaps"])
+  return denormalise_landmarks(coords, crop_size, align_corners)
 
 
 # --------------------------------------------------------------- data ----
@@ -485,9 +492,8 @@ class StarMethod(loop_lib.DataFromAttribute):
     """`[B, S, S, 3]` uint8 crops -> `[B, N, 2]` soft-argmax points, crop px."""
     outputs = self.model.apply({"params": params, **model_state}, images,
                                train=False)
-    coords = loss_lib.soft_argmax(outputs[-1]["heatmaps"])
-    return denormalise_landmarks(coords, self.crop_size,
-                                 self.loss_settings.align_corners)
+    return decode_crop_points(outputs, self.crop_size,
+                              self.loss_settings.align_corners)
 
   @property
   def normalisers(self) -> Dict[str, str]:

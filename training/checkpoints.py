@@ -53,12 +53,14 @@ def config_to_dict(config) -> dict:
   return json.loads(json.dumps(dict(config), default=str))
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: Mapping[str, Any], prefix: str = ""
+                   ) -> dict[str, Any]:
+  """Nested config dict -> `{"a.b.c": value}`."""
   out = {}
   for k, v in d.items():
     key = f"{prefix}{k}"
     if isinstance(v, Mapping):
-      out.update(_flatten(v, key + "."))
+      out.update(flatten_config(v, key + "."))
     else:
       out[key] = v
   return out
@@ -79,7 +81,7 @@ def check_config_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]
   def is_allowed(key):
     return any(key == a or key.startswith(a.rstrip(".") + ".") for a in allowed)
 
-  a, b = _flatten(saved), _flatten(current)
+  a, b = flatten_config(saved), flatten_config(current)
   diffs = []
   for key in sorted(set(a) | set(b)):
     if is_allowed(key):

@@ -373,15 +373,7 @@ def format_eval(step: int, results: dict[str, float]) -> str:
 
 def _check_model_config(saved: dict, current: dict, source: str) -> None:
   """ValueError when the checkpoint's model differs from the config's."""
-  def flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-      if isinstance(v, dict):
-        out.update(flat(v, f"{prefix}{k}."))
-      else:
-        out[f"{prefix}{k}"] = v
-    return out
-  a, b = flat(saved), flat(current)
+  a, b = ckpt_lib.flatten_config(saved), ckpt_lib.flatten_config(current)
   keys = [k for k in sorted(set(a) | set(b))
           if (k.startswith("model.") and k != "model.dtype")
           or k in ("data.scheme", "data.crop_size", "method")]
