@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -139,9 +140,17 @@ def main():
     if left <= 0:
       rows.append((preset, batch, dtype, {"skipped": "skipped (budget)"}))
       continue
-    r = bench_row(preset, batch, {"float32": jnp.float32,
-                                  "bfloat16": jnp.bfloat16}[dtype],
-                  args.min_time_s, args.max_steps, left, rate)
+    try:
+      r = bench_row(preset, batch, {"float32": jnp.float32,
+                                    "bfloat16": jnp.bfloat16}[dtype],
+                    args.min_time_s, args.max_steps, left, rate)
+    except jax.errors.JaxRuntimeError as e:  # a row that does not fit.
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      need = re.search(r"allocating (\d+) bytes", str(e))
+      r = {"skipped": "out of memory" + (
+          f" (one {int(need.group(1)) / 2**30:.1f} GiB buffer)" if need
+          else "")}
     r["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if "gflops_s" in r:
       rate = r["gflops_s"] * 1e9 if rate is None else min(rate,

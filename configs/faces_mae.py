@@ -27,13 +27,19 @@ sce_crop("center"): the largest centred square -> 136 px -> centre 96 px
 
 Model: DeiT-T/8 at 96 px (144 patches, 36 kept at mask ratio 0.75), the
 "small" decoder (256 wide x 4 blocks x 8 heads), norm_pix_loss. Optimiser as
-the paper / MAE (AdamW (0.9, 0.95), wd 0.05, lr = 1.5e-4 * batch / 256, warm-up
-then cosine; lr 3.75e-5 at batch 64). Budget: one epoch at batch 64
-(219 steps, 10% warm-up) fits about 60 min on the shared 2-core CPU where
-bench/mae_step.py measured 4.4 images/s (14.6 s/step, DeiT-T/8, batch 64,
-float32, with other jobs running); on a faster machine raise
---config.num_epochs (the schedule follows it; the run resumes with the same
-command, but num_epochs changes the cosine schedule, so decide it first).
+the paper / MAE (AdamW (0.9, 0.95), wd 0.05, warm-up then cosine), but with a
+base rate of 1.5e-3 (lr = 1.5e-3 * 64 / 256 = 3.75e-4) instead of MAE's
+1.5e-4: MAE's rate is tuned for 400-1600 epochs; this budget is 4.
+
+Budget and result (measured, 2-core x86 CPU, nothing else heavy running):
+4 epochs at batch 64 = 876 steps, 10% warm-up; 50 min 42 s wall, 83 CPU-min
+(3.3 s/step; evaluation and checkpoints included). Held-out masked-patch
+loss (normalised pixels; predicting each patch's own mean scores ~1.0) after
+epochs 1-4: 0.614, 0.540, 0.510, 0.499; training loss 2.04 at step 5 ->
+~0.39 at the end. Loss curve and reconstruction grid: README "Measured".
+On a faster machine raise --config.num_epochs (the schedule follows it; a
+run resumes with the same command, but num_epochs changes the cosine
+schedule, so decide it first).
 """
 
 from sce_mae_jax import pretrain
@@ -50,8 +56,9 @@ def get_config():
   c.model.decoder = "small"
   c.batch_size = 64
   c.eval_batch_size = 64
-  c.num_epochs = 1
-  c.optimizer.warmup_epochs = 0.1
+  c.num_epochs = 4
+  c.optimizer.base_learning_rate = 1.5e-3   # 10x MAE's blr: 4 epochs, not 400.
+  c.optimizer.warmup_epochs = 0.4
   c.eval_every_epochs = 1
   c.log_every_steps = 5
   c.progress_every_steps = 5

@@ -2,12 +2,18 @@ r"""SCE-MAE stage 2 (CARB + LCR) on the shared MTFL faces: the CPU config.
 
 Command (from the repository root; data in ../shared/data/mtfl):
   python run.py --config=configs/mtfl_sce.py --workdir=runs/mtfl_sce \
-      --config.backbone.checkpoint=runs/mtfl_pretrain
+      --config.backbone.checkpoint=runs/faces_mae
   python run.py --config=configs/mtfl_sce.py --workdir=runs/mtfl_sce \
       --mode=matching          # DVE matching on the val faces -> matching.json
   python run.py --config=configs/mtfl_sce.py --workdir=runs/mtfl_sce \
       --mode=tsne              # Fig. 5 t-SNE + silhouette -> tsne.png/json
 A tiny smoke run: add --config.max_steps=5 --config.batch_size=8.
+The backbone: stage 1 of configs/faces_mae.py (runs/faces_mae).
+
+Result (measured, 2-core CPU, README "Measured"): 2 epochs (562 steps) in
+6 min; val LCR 15.50 -> 13.16; matching on MTFL val (500 pairs, stride 4)
+same 1.27 / diff 5.12 px (raw MAE features: 1.38 / 4.91); t-SNE silhouette
+0.78. Not MAFL / AFLW numbers.
 
 Data layout (data/readers/mtfl.py, reader "mtfl"): root/training.txt
 (`path x1..x5 y1..y5`), root/lfw_5590/, root/net_7876/ (80 x 80 faces, 5

@@ -253,6 +253,38 @@ def predict_points(head: DetectionHead, params, features: np.ndarray,
                          for i in range(0, features.shape[0], batch_size)])
 
 
+def fit_and_evaluate(head: DetectionHead, train_features: np.ndarray,
+                     train_landmarks: np.ndarray, val_features: np.ndarray,
+                     val_landmarks: np.ndarray, image_size: int, *,
+                     normaliser: str = "five_point", steps: int = 500,
+                     batch_size: int = 32, learning_rate: float = 1e-3,
+                     beta: float = 1.0, seed: int = 0
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+  """`fit_head` on cached training features, then the validation NMEs.
+
+  Used by the limited-annotation study and the ablation.
+
+  Returns:
+    `(nme, losses)`: per-face validation NME `[n_val]` in % (`nme_percent`)
+    and `fit_head`'s training losses `[steps]`.
+  """
+  params, losses = fit_head(head, train_features, train_landmarks, image_size,
+                            steps=steps, batch_size=batch_size,
+                            learning_rate=learning_rate, beta=beta, seed=seed)
+  pred = predict_points(head, params, val_features, image_size)
+  return nme_percent(pred, val_landmarks, normaliser), losses
+
+
+def mean_shape_nme(train_landmarks: np.ndarray, val_landmarks: np.ndarray,
+                   normaliser: str = "five_point") -> np.ndarray:
+  """Per-face NME (%) of predicting the mean training landmarks for every
+  val face: the reference a detection head must beat to show that its
+  features help (crops centred on the points make it a strong one)."""
+  mean = np.mean(np.asarray(train_landmarks, np.float64), axis=0)
+  pred = np.broadcast_to(mean, np.shape(val_landmarks))
+  return nme_percent(pred, val_landmarks, normaliser)
+
+
 # ---------------------------------------------------------------- method ----
 
 class DetectionMethod(stage2.Stage2Method):

@@ -55,14 +55,23 @@ def summarise(nmes: Dict[int, Sequence[float]]) -> Dict[int, Dict[str, float]]:
               "runs": [float(x) for x in v]} for n, v in sorted(nmes.items())}
 
 
-def markdown_table(summary: Dict[int, Dict[str, float]], title: str) -> str:
+def markdown_table(summary: Dict[int, Dict[str, float]], title: str,
+                   reference: Optional[Dict[int, Dict[str, float]]] = None
+                   ) -> str:
+  """One NME row (mean ± std over seeds) per count; `reference` (same
+  layout, e.g. the mean shape of the drawn faces) adds a second row."""
   counts = sorted(summary)
   head = "| " + title + " | " + " | ".join(str(n) for n in counts) + " |"
   rule = "|---" * (len(counts) + 1) + "|"
-  row = "| NME (%) | " + " | ".join(
-      f"{summary[n]['mean']:.2f} ± {summary[n]['std']:.2f}" for n in counts
-  ) + " |"
-  return "\n".join([head, rule, row])
+
+  def row(name, values):
+    return f"| {name} | " + " | ".join(
+        f"{values[n]['mean']:.2f} ± {values[n]['std']:.2f}" for n in counts
+    ) + " |"
+  lines = [head, rule, row("NME (%)", summary)]
+  if reference is not None:
+    lines.append(row("mean shape of the n faces (reference)", reference))
+  return "\n".join(lines)
 
 
 def run_fewshot(model: stage2.FeatureModel, params, head: detection.DetectionHead,
@@ -95,26 +104,32 @@ def run_fewshot(model: stage2.FeatureModel, params, head: detection.DetectionHea
   where = {int(i): j for j, i in enumerate(needed)}
   val_feats = detection.cache_features(model, params, val["image"], kind)
   nmes: Dict[int, list] = {}
+  reference: Dict[int, list] = {}
   for (n, s), idx in draws.items():
     rows = np.array([where[int(i)] for i in idx])
-    hp, losses = detection.fit_head(head, feats[rows],
-                                    train["landmarks"][rows], size,
-                                    steps=steps, batch_size=batch_size,
-                                    learning_rate=learning_rate, beta=beta,
-                                    seed=s)
-    pred = detection.predict_points(head, hp, val_feats, size)
-    nme = float(np.mean(detection.nme_percent(pred, val["landmarks"],
-                                              normaliser)))
+    per_face, losses = detection.fit_and_evaluate(
+        head, feats[rows], train["landmarks"][rows], val_feats,
+        val["landmarks"], size, normaliser=normaliser, steps=steps,
+        batch_size=batch_size, learning_rate=learning_rate, beta=beta, seed=s)
+    nme = float(np.mean(per_face))
     nmes.setdefault(n, []).append(nme)
-    log(f"n={n} seed={s}: train loss {losses[-1]:.4g}, val NME {nme:.2f}%")
+    reference.setdefault(n, []).append(float(np.mean(
+        detection.mean_shape_nme(train["landmarks"][rows], val["landmarks"],
+                                 normaliser))))
+    log(f"n={n} seed={s}: train loss {losses[-1]:.4g}, val NME {nme:.2f}% "
+        f"(mean shape of the {n} faces: {reference[n][-1]:.2f}%)")
   summary = summarise(nmes)
+  reference = summarise(reference)
+  for n in summary:
+    summary[n]["mean_shape_reference"] = reference[n]
+  table = markdown_table(summary, title, reference)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "fewshot.json"), "w") as f:
       json.dump({str(k): v for k, v in summary.items()}, f, indent=2)
     with open(os.path.join(out_dir, "fewshot.md"), "w") as f:
-      f.write(markdown_table(summary, title) + "\n")
-  log(markdown_table(summary, title))
+      f.write(table + "\n")
+  log(table)
   return summary
 
 

@@ -63,20 +63,31 @@ def correspondence_probabilities(features: jax.Array,
   return jax.nn.softmax(logits, axis=-1)
 
 
+LOCALITIES = ("log", "distance")
+
+
 def locality_constraint(positions: jax.Array,
-                        position_scale: float = 1.0) -> jax.Array:
+                        position_scale: float = 1.0,
+                        locality: str = "log") -> jax.Array:
   """Eq. 5: `f_loc[i, j] = log(1 + ||pos_i - pos_j||)`, constant (no grad).
 
   Args:
     positions: `[..., T, 2]` patch-grid positions in patch units.
     position_scale: unit conversion (1 = patch units, P = input pixels).
+    locality: "log" is eq. 5; "distance" is the plain `||pos_i - pos_j||`
+      of the DVE / CL correspondence loss, used (with all repellence weights
+      1) for the "clustering without LCR" row of the Table-4 ablation.
 
   Returns:
     `[..., T, T]` float32.
   """
+  if locality not in LOCALITIES:
+    raise ValueError(f"locality must be one of {LOCALITIES}, got "
+                     f"{locality!r}.")
   pos = jax.lax.stop_gradient(positions.astype(jnp.float32)) * position_scale
   diff = pos[..., :, None, :] - pos[..., None, :, :]
-  return jnp.log1p(jnp.sqrt(jnp.sum(jnp.square(diff), axis=-1)))
+  dist = jnp.sqrt(jnp.sum(jnp.square(diff), axis=-1))
+  return jnp.log1p(dist) if locality == "log" else dist
 
 
 def repellence_coefficients(is_attentive: jax.Array,
@@ -110,7 +121,8 @@ def lcr_loss_per_image(features: jax.Array,
                        r_inatt_inatt: float = 2.0,
                        position_scale: float = 1.0,
                        exclude_self: bool = False,
-                       anchor_reduction: str = "sum") -> jax.Array:
+                       anchor_reduction: str = "sum",
+                       locality: str = "log") -> jax.Array:
   """Eq. 7 for each image: `[..., T, D]`, `[..., T, 2]`, `[..., T]` -> `[...]`.
 
   See the module docstring for the choices (self-pairs, units, reduction).
@@ -124,7 +136,7 @@ def lcr_loss_per_image(features: jax.Array,
                      f"[..., {t}] for {t} kept tokens, got {positions.shape} "
                      f"and {is_attentive.shape}.")
   p = correspondence_probabilities(features, tau, exclude_self)
-  weight = locality_constraint(positions, position_scale) * (
+  weight = locality_constraint(positions, position_scale, locality) * (
       repellence_coefficients(is_attentive, r_att_att, r_att_inatt,
                               r_inatt_inatt))
   per_anchor = jnp.sum(weight * p, axis=-1)  # [..., T]

@@ -220,7 +220,8 @@ class FeatureModel:
         r_inatt_inatt=float(c.r_inatt_inatt),
         position_scale=float(c.position_scale),
         exclude_self=bool(c.exclude_self),
-        anchor_reduction=c.anchor_reduction)
+        anchor_reduction=c.anchor_reduction,
+        locality=c.get("locality", "log"))
 
   # --- inference ---
   def token_features(self, params, images_uint8, kind: str = "projector"):
@@ -432,7 +433,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lcr = ml_collections.ConfigDict(dict(
       tau=lcr_lib.DEFAULT_TAU, r_att_att=5.0, r_att_inatt=5.0,
       r_inatt_inatt=2.0, position_scale=1.0, exclude_self=False,
-      anchor_reduction="sum"))
+      anchor_reduction="sum", locality="log"))
   c.inference = ml_collections.ConfigDict(dict(stride=2, padding="edge"))
   c.matching = ml_collections.ConfigDict(dict(
       num_pairs=1000, feature_kind="projector",

@@ -64,21 +64,32 @@ def _checkpoint_manager(directory: str):
                                item_handlers=handlers)
 
 
-def _pick_step(manager, which: str, config: Optional[dict]) -> Optional[int]:
-  steps = list(manager.all_steps())
-  if not steps:
-    return None
-  if which == "latest" or len(steps) == 1:
-    return max(steps)
-  # Several best checkpoints (only possible when keep was raised): the lowest
-  # stored value of the run's best metric, as the trainer's "min" mode.
-  metric = (config or {}).get("best_metric")
-  values = {}
-  for s in steps:
-    m = manager.metrics(s) or {}
-    if metric in m:
-      values[s] = float(m[metric])
-  return min(values, key=values.get) if values else max(steps)
+def _pick_step(directory: str, which: str, config: Optional[dict]
+               ) -> Optional[int]:
+  """The step `which` of a workdir, chosen by the trainer's own Checkpointer.
+
+  "best": the step `training.checkpoints.Checkpointer.step_for("best")`
+  ranks first by the run's `best_metric` (and `best_mode`, default the STAR
+  method's "min") stored in the workdir's config.json; a workdir without
+  that record falls back to the newest step of checkpoints_best/ (the
+  trainer keeps only one there). "latest": the newest periodic step.
+  """
+  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  config = config or {}
+  metric = config.get("best_metric") or None
+  mode = config.get("best_mode") or method_lib.StarMethod.best_mode
+  checkpointer = ckpt_lib.Checkpointer(directory, best_metric=metric,
+                                       best_mode=mode, read_only=True)
+  try:
+    if which == "best" and checkpointer.best is None:
+      manager = _checkpoint_manager(os.path.join(directory, _SUBDIR["best"]))
+      try:
+        return manager.latest_step()
+      finally:
+        manager.close()
+    return checkpointer.step_for(which)
+  finally:
+    checkpointer.close()
 
 
 def find_checkpoint(directory: str, which: str = "best") -> Tuple[str, int]:
@@ -109,11 +120,7 @@ def find_checkpoint(directory: str, which: str = "best") -> Tuple[str, int]:
         f"no {which} checkpoint in {directory}: {_SUBDIR[which]}/ is missing"
         + (f" (it has {_SUBDIR[other]}/: use which={other!r})" if has_other
            else "; is this a training workdir written by run.py?"))
-  manager = _checkpoint_manager(sub)
-  try:
-    step = _pick_step(manager, which, _read_workdir_config(directory))
-  finally:
-    manager.close()
+  step = _pick_step(directory, which, _read_workdir_config(directory))
   if step is None:
     raise FileNotFoundError(
         f"no {which} checkpoint in {sub} (the folder holds no finished "

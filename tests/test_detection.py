@@ -74,6 +74,17 @@ def test_nme_percent_eye_centres():
                              [10.0], rtol=1e-6)
 
 
+def test_mean_shape_nme_hand_computed():
+  # Two training faces 4 px apart in x: their mean is 2 px from each; on a
+  # val face equal to the first one every point is 2 px off, eye distance
+  # 20 px -> 10 %.
+  a = np.array([[10, 10], [30, 10], [20, 20], [12, 30], [28, 30]], np.float32)
+  train = np.stack([a, a + np.array([4.0, 0.0], np.float32)])
+  np.testing.assert_allclose(
+      detection.mean_shape_nme(train, a[None], "five_point"), [10.0],
+      rtol=1e-6)
+
+
 def test_head_counts_maps_and_fits_positions():
   head = detection.DetectionHead(num_points=2, intermediate=3, hidden=8)
   assert head.num_maps == 6

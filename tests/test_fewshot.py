@@ -39,3 +39,11 @@ def test_summary_and_table():
   table = fewshot.markdown_table(s, "faces")
   assert "| faces | 1 | 5 |" in table
   assert "21.00 ± 1.41" in table and "12.00 ± 1.63" in table
+
+
+def test_table_reference_row():
+  s = fewshot.summarise({1: [20.0, 22.0, 24.0]})
+  ref = fewshot.summarise({1: [13.0, 13.0, 13.0]})
+  table = fewshot.markdown_table(s, "faces", ref).splitlines()
+  assert table[2] == "| NME (%) | 22.00 ± 1.63 |"
+  assert table[3] == "| mean shape of the n faces (reference) | 13.00 ± 0.00 |"

@@ -5,6 +5,7 @@ training.checkpoints.Checkpointer (2 stacks, depth 2, width 16, 64 px crops,
 AAM on); test_export.py and test_predict.py reuse it.
 """
 
+import json
 import os
 
 import jax
@@ -291,3 +292,30 @@ def test_flip_test_is_the_average_with_the_mirrored_crop():
   config.eval.flip_test = True
   perm68 = inference.flip_permutation_for(config)
   assert len(perm68) == 68 and perm68[0] == 16 and perm68[36] == 45
+
+
+def test_best_step_ranked_by_the_runs_metric(tmp_path):
+  """With config.json naming the best metric, "best" is the Checkpointer's
+  pick among several kept best checkpoints (lowest value, "min" mode), not
+  the newest one."""
+  config = tiny_config()
+  cfg = ckpt_lib.config_to_dict(config)
+  state = make_state(config, 3)
+  # Two best checkpoints kept (as if the trainer's keep had been raised),
+  # written with the trainer's items: step 5 is newer but worse than step 4.
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  manager = ocp.CheckpointManager(
+      str(tmp_path / "checkpoints_best"),
+      options=ocp.CheckpointManagerOptions(
+          create=True, enable_async_checkpointing=False,
+          best_fn=lambda m: m["val/nme"], best_mode="min"),
+      item_names=ckpt_lib.Checkpointer.ITEMS)
+  for step, value in ((4, 0.2), (5, 0.3)):
+    manager.save(step, args=ckpt_lib.Checkpointer._args(  # pylint: disable=protected-access
+        state, None, {"step": step}, cfg), metrics={"val/nme": value},
+                 force=True)
+  manager.close()
+  assert inference.find_checkpoint(str(tmp_path), "best")[1] == 5  # no record
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump({"best_metric": "val/nme"}, f)
+  assert inference.find_checkpoint(str(tmp_path), "best")[1] == 4

@@ -13,8 +13,8 @@ from sce_mae_jax import projector
 
 
 def _ref_lcr_image(phi, pos, att, tau, r_aa, r_ai, r_ii, exclude_self,
-                   reduction):
-  """Direct double loop of eq. 4-7 in float64."""
+                   reduction, locality="log"):
+  """Direct double loop of eq. 4-7 in float64 ("distance": plain distance)."""
   phi = np.asarray(phi, np.float64)
   pos = np.asarray(pos, np.float64)
   t = len(phi)
@@ -32,7 +32,8 @@ def _ref_lcr_image(phi, pos, att, tau, r_aa, r_ai, r_ii, exclude_self,
         r = r_ii
       else:
         r = r_ai
-      total += math.log(dist + 1.0) * r * p
+      f_loc = math.log(dist + 1.0) if locality == "log" else dist
+      total += f_loc * r * p
   return total if reduction == "sum" else total / t
 
 
@@ -45,17 +46,20 @@ def _example(seed, b=3, t=7, d=5):
   return phi.astype(np.float32), pos, att
 
 
-@pytest.mark.parametrize("tau,exclude_self,reduction,weights",
-                         [(1 / 7, False, "sum", (5.0, 5.0, 2.0)),
-                          (0.07, True, "mean", (3.0, 1.5, 0.5))])
-def test_lcr_matches_double_loop(tau, exclude_self, reduction, weights):
+@pytest.mark.parametrize("tau,exclude_self,reduction,weights,locality",
+                         [(1 / 7, False, "sum", (5.0, 5.0, 2.0), "log"),
+                          (0.07, True, "mean", (3.0, 1.5, 0.5), "log"),
+                          (1 / 7, False, "sum", (1.0, 1.0, 1.0), "distance")])
+def test_lcr_matches_double_loop(tau, exclude_self, reduction, weights,
+                                 locality):
   phi, pos, att = _example(0)
   loss = jax.jit(functools.partial(
       lcr.lcr_loss, tau=tau, r_att_att=weights[0], r_att_inatt=weights[1],
       r_inatt_inatt=weights[2], exclude_self=exclude_self,
-      anchor_reduction=reduction))(phi, pos, att)
+      anchor_reduction=reduction, locality=locality))(phi, pos, att)
   ref = np.mean([_ref_lcr_image(phi[b], pos[b], att[b], tau, *weights,
-                                exclude_self, reduction) for b in range(3)])
+                                exclude_self, reduction, locality)
+                 for b in range(3)])
   np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
 
 
@@ -100,6 +104,8 @@ def test_lcr_bad_input_raises():
     lcr.lcr_loss(phi, pos[:, :3], att)
   with pytest.raises(ValueError, match="tau"):
     lcr.lcr_loss(phi, pos, att, tau=0.0)
+  with pytest.raises(ValueError, match="locality"):
+    lcr.lcr_loss(phi, pos, att, locality="linear")
 
 
 def test_projector_is_linear_then_l2_normalised():
