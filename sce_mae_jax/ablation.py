@@ -98,32 +98,8 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/mtfl_matching.py", "A stage-2 config (data, backbone).")
-_DETECTION_CONFIG = config_flags.DEFINE_config_file(
-    "detection_config", "configs/mtfl_detection.py",
-    "A config whose `detection` section sets the detection head and its "
-    "training (only that section is read).")
-_STAGE1 = flags.DEFINE_string("stage1_workdir", "", "Stage-1 (MAE) workdir.")
-_STAGE2 = flags.DEFINE_string("stage2_workdir", "", "Stage-2 (CARB+LCR) workdir.")
-_STAGE2_NO_LCR = flags.DEFINE_string(
-    "stage2_no_lcr_workdir", "",
-    "Stage-2 workdir trained with clustering but without LCR (row (c)): "
-    "--config.lcr.locality=distance and all three lcr.r_* = 1.")
-_ROWS = flags.DEFINE_list("rows", ["a", "b", "c", "d"],
-                          "The rows to evaluate (letters); the others are "
-                          "listed as not selected.")
-_OUT = flags.DEFINE_string("out", "runs/ablation", "Output folder.")
-_TRAIN_FACES = flags.DEFINE_integer(
-    "detection_train_faces", 1000,
-    "Training faces of the detection head: the first N of a "
-    "default_rng(config.seed) permutation of the train split.")
-_STEPS = flags.DEFINE_integer(
-    "detection_steps", 500,
-    "Adam steps of the detection head per row (500 = 16 epochs of 1000 "
-    "faces at batch 32, as detection.fewshot_steps).")
-_SKIP_DETECTION = flags.DEFINE_bool("skip_detection", False,
-                                    "Only the matching columns.")
+_FLAGS = {}  # filled by _define_flags() when run as a program.
+
 
 
 class Row(NamedTuple):
@@ -381,19 +357,57 @@ def run_ablation(config, stage1_workdir: str, stage2_workdir: str,
   return results
 
 
+def _define_flags():
+  """The command-line flags, defined only when this module is the program:
+  importing it (tests, run.py in the same process) must not clash with
+  run.py's --config."""
+  f = _FLAGS
+  f["config"] = config_flags.DEFINE_config_file(
+      "config", "configs/mtfl_matching.py",
+      "A stage-2 config (data, backbone).")
+  f["detection_config"] = config_flags.DEFINE_config_file(
+      "detection_config", "configs/mtfl_detection.py",
+      "A config whose `detection` section sets the detection head and its "
+      "training (only that section is read).")
+  f["stage1"] = flags.DEFINE_string("stage1_workdir", "",
+                                    "Stage-1 (MAE) workdir.")
+  f["stage2"] = flags.DEFINE_string("stage2_workdir", "",
+                                    "Stage-2 (CARB+LCR) workdir.")
+  f["stage2_no_lcr"] = flags.DEFINE_string(
+      "stage2_no_lcr_workdir", "",
+      "Stage-2 workdir trained with clustering but without LCR (row (c)): "
+      "--config.lcr.locality=distance and all three lcr.r_* = 1.")
+  f["rows"] = flags.DEFINE_list(
+      "rows", list(ROW_LETTERS),
+      "The rows to evaluate (letters); the others are listed as not "
+      "selected.")
+  f["out"] = flags.DEFINE_string("out", "runs/ablation", "Output folder.")
+  f["train_faces"] = flags.DEFINE_integer(
+      "detection_train_faces", 1000,
+      "Training faces of the detection head: the first N of a "
+      "default_rng(config.seed) permutation of the train split.")
+  f["steps"] = flags.DEFINE_integer(
+      "detection_steps", 500,
+      "Adam steps of the detection head per row (500 = 16 epochs of 1000 "
+      "faces at batch 32, as detection.fewshot_steps).")
+  f["skip_detection"] = flags.DEFINE_bool("skip_detection", False,
+                                          "Only the matching columns.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore.
-  run_ablation(_CONFIG.value, _STAGE1.value, _STAGE2.value, _OUT.value,
-               stage2_no_lcr_workdir=_STAGE2_NO_LCR.value,
-               rows=tuple(_ROWS.value),
-               detection_config=_DETECTION_CONFIG.value,
-               detection_train_faces=_TRAIN_FACES.value,
-               detection_steps=_STEPS.value,
-               skip_detection=_SKIP_DETECTION.value)
+  f = {k: v.value for k, v in _FLAGS.items()}
+  run_ablation(f["config"], f["stage1"], f["stage2"], f["out"],
+               stage2_no_lcr_workdir=f["stage2_no_lcr"],
+               rows=tuple(f["rows"]), detection_config=f["detection_config"],
+               detection_train_faces=f["train_faces"],
+               detection_steps=f["steps"],
+               skip_detection=f["skip_detection"])
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
