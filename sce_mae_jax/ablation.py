@@ -101,19 +101,20 @@ import numpy as np
 _FLAGS = {}  # filled by _define_flags() when run as a program.
 
 
-
 class Row(NamedTuple):
+  letter: str            # --rows selects by it
   name: str
   source: str            # "random" | "stage1" | "stage2" | "stage2_no_lcr"
   kind: str              # matching feature kind (stage2.FEATURE_KINDS)
   detection_kind: Optional[str]  # None: `detection.feature_kind`
 
 
-ROWS = (Row("(a) random ViT", "random", "backbone", "backbone"),
-        Row("(b) MAE last layer (Baseline)", "stage1", "backbone", "backbone"),
-        Row("(c) clustering, no LCR", "stage2_no_lcr", "projector", None),
-        Row("(d) SCE-MAE (cluster + LCR)", "stage2", "projector", None))
-ROW_LETTERS = ("a", "b", "c", "d")
+ROWS = (Row("a", "(a) random ViT", "random", "backbone", "backbone"),
+        Row("b", "(b) MAE last layer (Baseline)", "stage1", "backbone",
+            "backbone"),
+        Row("c", "(c) clustering, no LCR", "stage2_no_lcr", "projector", None),
+        Row("d", "(d) SCE-MAE (cluster + LCR)", "stage2", "projector", None))
+ROW_LETTERS = tuple(row.letter for row in ROWS)
 
 
 def detection_settings(config, detection_config=None):
@@ -184,15 +185,6 @@ def evaluate_detection(model, params, kind: str, train: Dict[str, np.ndarray],
           "detection_steps": int(steps),
           "detection_feature_kind": kind,
           "detection_final_loss": float(losses[-1])}
-
-
-def _stage2_lcr_settings(workdir: str) -> Optional[dict]:
-  """The `lcr` section of a stage-2 workdir's config.json (provenance)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    return json.load(f).get("lcr")
 
 
 MEAN_SHAPE = "reference: mean training shape"
@@ -304,8 +296,8 @@ def run_ablation(config, stage1_workdir: str, stage2_workdir: str,
   if train is not None:
     results[MEAN_SHAPE] = mean_shape_nme(train, val, settings.normaliser)
     log(f"{MEAN_SHAPE}: NME {results[MEAN_SHAPE]['nme']:.2f}%")
-  for letter, row in zip(ROW_LETTERS, ROWS):
-    if letter not in rows:
+  for row in ROWS:
+    if row.letter not in rows:
       results[row.name] = {"skipped": "not selected (--rows)"}
       continue
     params, skipped = _row_params(config, model, row, stage1_workdir,
@@ -321,7 +313,10 @@ def run_ablation(config, stage1_workdir: str, stage2_workdir: str,
         warp_kwargs=dict(config.matching.warp))
     res["matching_seconds"] = time.time() - t0
     if row.source == "stage2_no_lcr":
-      res["stage2_lcr"] = _stage2_lcr_settings(stage2_no_lcr_workdir)
+      from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+      # Provenance: the run's own lcr settings, so a mislabelled run shows.
+      res["stage2_lcr"] = (ckpt_lib.read_workdir_config(stage2_no_lcr_workdir)
+                           or {}).get("lcr")
     log(f"{row.name}: " + matching.format_result(res) +
         f" [{res['matching_seconds']:.0f} s]")
     if train is not None:

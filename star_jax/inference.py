@@ -35,7 +35,6 @@ Directories are only read (orbax opens them read-only).
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
@@ -120,23 +119,13 @@ def find_checkpoint(directory: str, which: str = "best") -> Tuple[str, int]:
         f"no {which} checkpoint in {directory}: {_SUBDIR[which]}/ is missing"
         + (f" (it has {_SUBDIR[other]}/: use which={other!r})" if has_other
            else "; is this a training workdir written by run.py?"))
-  step = _pick_step(directory, which, _read_workdir_config(directory))
+  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  step = _pick_step(directory, which, ckpt_lib.read_workdir_config(directory))
   if step is None:
     raise FileNotFoundError(
         f"no {which} checkpoint in {sub} (the folder holds no finished "
         "checkpoint step); train first or use the other --which")
   return sub, step
-
-
-def _read_workdir_config(directory: str) -> Optional[dict]:
-  path = os.path.join(directory, "config.json")
-  if not os.path.isfile(path):
-    return None
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
 
 
 def _host_abstract(metadata):

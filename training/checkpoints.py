@@ -124,6 +124,19 @@ def _decode_data_state(stored):
   return stored["json"]
 
 
+def read_workdir_config(workdir: str) -> Optional[dict]:
+  """The resolved config a run wrote to `<workdir>/config.json`
+  (training/loop.py), or None when it is absent or unreadable."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 class Checkpointer:
   """Periodic and best checkpoints of one training run."""
 
