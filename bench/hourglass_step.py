@@ -23,7 +23,11 @@ live parameters / optimiser state / batch.
   python bench/hourglass_step.py --xla_flags="--xla_cpu_use_onednn=true"
   python bench/hourglass_step.py --frameworks=jax --host_devices=2
       # batch split over 2 XLA:CPU host devices (data parallel, one
-      # program per core): 12.90 -> 10.69 s/step at b8 f32 on 2 cores
+      # program per core): 9.19 -> 7.00 s/step at b8 f32 on 2 cores
+      # (PyTorch 7.21 s in the same session; README "Measured")
+  python bench/hourglass_step.py --frameworks=jax --conv3x3=xla --profile
+      # 3x3 convs as lax.conv instead of Winograd (default auto), and where
+      # the step's CPU time goes by kind of op (jax.profiler, one step)
 
 Compilations are cached in `--cache_dir` (JAX persistent compilation cache), so
 later runs skip the compile (the key includes source line numbers: editing
@@ -54,6 +58,29 @@ one fwd+bwd at batch 2, 64x64 maps, medians of 5; JAX 0.10.2, torch 2.13.0):
     XLA's gradient) and raised XLA's peak memory from 4.5 to 6.5 GB, so the
     model keeps XLA's convolution gradient. The input gradient as a forward
     conv with the flipped kernel was no faster than XLA's.
+  * Winograd F(2x2, 3x3) (`star_jax/winograd.py`, the model's default on
+    XLA:CPU in float32 for 128-channel convs on maps >= 32 x 32) removes the
+    slow convolution kernels altogether: the 3x3 conv becomes 16 matmuls
+    [tiles, 128] @ [128, 128] plus additions, 2.25x fewer multiplications,
+    and its gradients are matmuls too. One conv, fwd + bwd, batch 8, 1
+    pinned thread on the quiet machine (process CPU ms, median of 7;
+    `taskset -c 0 python bench/conv3x3.py`):
+
+      map, channels   lax.conv   Winograd
+      64 x 64, 128       386        274   (used)
+      32 x 32, 128        89         72   (used)
+      16 x 16, 128        11         15   (not used)
+       8 x 8,  128       2.7        6.2   (not used)
+      128 x 128, 64      400        531   (not used: the stem's block)
+      64 x 64, 64         83        118   (not used)
+
+    Full 4-stack b8 f32 step, 1 pinned thread: 22.2 -> 19.2 s; 2 threads
+    on the quiet machine: 10.51 -> 9.19 s. The step gains less than the
+    convolutions cost because the Winograd transforms are memory-bound
+    elementwise work (`--profile`, 2 threads: with lax.conv, kernel-gradient
+    convs 25 % of the step's CPU time, other convs 13 %, matmuls 20 %,
+    elementwise 17 %, transposes 12 %; with Winograd, convs 10 %, matmuls
+    31 %, elementwise 39 %).
   * BatchNorm is not the gap: replacing every BN of a ResBlock by a scale
     changes its time by < 2%.
   * XLA flags (each in a fresh process): --xla_cpu_use_onednn=true (+
@@ -73,8 +100,10 @@ one fwd+bwd at batch 2, 64x64 maps, medians of 5; JAX 0.10.2, torch 2.13.0):
 """
 
 import argparse
+import glob
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -115,6 +144,70 @@ def timed_steps(step, steps: int):
 # ---------------------------------------------------------------- JAX side --
 
 
+def _fusion_kinds(hlo_text: str) -> dict:
+  """Optimised HLO text -> {instruction name: what it computes}.
+
+  Categories: "3x3 conv (fwd / input grad)", "3x3 kernel grad (conv)",
+  "other conv", "dot (matmul)", "reduce", "transpose / copy",
+  "elementwise"; a fusion is named after its most expensive kind of op.
+  """
+  calls = {}
+  for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+ "
+                       r"(fusion|convolution|dot|transpose|copy)\((.*)$",
+                       hlo_text, re.M):
+    name, op, rest = m.groups()
+    callee = re.search(r"calls=%?([\w.\-]+)", rest)
+    calls[name] = (op, callee.group(1) if callee else None, rest)
+  bodies = dict(re.findall(r"^%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text,
+                           re.M | re.S))
+  kinds = {}
+  for name, (op, callee, rest) in calls.items():
+    body = bodies.get(callee, "") if op == "fusion" else f"= x {op}({rest}"
+    ops = set(re.findall(r"= \S+ ([a-z\-]+)\(", body))
+    if "convolution" in ops:
+      window = re.search(r"window=\{size=(\d+)x(\d+)", body)
+      size = window and (int(window.group(1)), int(window.group(2)))
+      # The kernel gradient of a stride-1, pad-1 3x3 conv is a conv whose
+      # window is the whole feature map, with the same padding.
+      kinds[name] = ("3x3 conv (fwd / input grad)" if size == (3, 3) else
+                     "3x3 kernel grad (conv)" if "pad=1_1x1_1" in body else
+                     "other conv")
+    elif "dot" in ops:
+      kinds[name] = "dot (matmul)"
+    elif "reduce" in ops:
+      kinds[name] = "reduce"
+    elif ops & {"transpose", "copy"}:
+      kinds[name] = "transpose / copy"
+    else:
+      kinds[name] = "elementwise"
+  return kinds
+
+
+def profile_step(step, hlo_text: str, trace_dir: str) -> dict:
+  """Runs `step()` once under the JAX profiler; CPU ms per kind of op.
+
+  The trace's per-thunk events (XLA:CPU's Eigen thread pool) are summed by
+  `_fusion_kinds` of their instruction; unmatched names go to "other".
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  with jax.profiler.trace(trace_dir):
+    step()
+  path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"),
+                          recursive=True))[-1]
+  kinds = _fusion_kinds(hlo_text)
+  totals = {}
+  for plane in jax.profiler.ProfileData.from_file(path).planes:
+    for line in plane.lines:
+      if "XLAEigen" not in line.name:
+        continue
+      for event in line.events:
+        if event.name.startswith("ThunkExecutor"):
+          continue
+        kind = kinds.get(event.name, "other")
+        totals[kind] = totals.get(kind, 0.0) + event.duration_ns / 1e6
+  return totals
+
+
 def jax_worker(args) -> dict:
   """Measures the JAX step in this process; returns a result dict."""
   if args.xla_flags:
@@ -135,7 +228,8 @@ def jax_worker(args) -> dict:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype]
-  net = model_lib.from_scheme(98, dtype=dtype, num_stacks=args.num_stacks)
+  net = model_lib.from_scheme(98, dtype=dtype, num_stacks=args.num_stacks,
+                              conv3x3=args.conv3x3)
   b, s = args.batch, args.image_size
   rng = np.random.RandomState(0)
   images = rng.randint(0, 256, (b, s, s, 3)).astype(np.uint8)
@@ -223,8 +317,13 @@ def jax_worker(args) -> dict:
       raise FloatingPointError(f"non-finite loss {float(loss)}")
 
   wall, cpu = timed_steps(step, args.steps)
-  return {"step_s": wall, "cpu_s": cpu, "compile_s": compile_s, "xla_mb": xla_mb,
-          "rss_mb": max_rss_mb() - rss_before}
+  result = {"step_s": wall, "cpu_s": cpu, "compile_s": compile_s,
+            "xla_mb": xla_mb, "rss_mb": max_rss_mb() - rss_before}
+  if args.profile:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    with tempfile.TemporaryDirectory() as trace_dir:
+      result["profile_ms"] = profile_step(step, compiled.as_text(), trace_dir)
+  return result
 
 
 # ------------------------------------------------------------ PyTorch side --
@@ -280,15 +379,23 @@ def run_worker(framework: str, batch: int, dtype: str, args) -> dict:
          f"--num_stacks={args.num_stacks}",
          f"--image_size={args.image_size}", f"--cache_dir={args.cache_dir}",
          f"--xla_flags={args.xla_flags}",
-         f"--host_devices={args.host_devices}"]
+         f"--host_devices={args.host_devices}", f"--conv3x3={args.conv3x3}"]
+  if args.profile and framework == "jax":
+    cmd.append("--profile")
   env = dict(os.environ)
   if framework == "torch":
     env["OMP_NUM_THREADS"] = str(args.threads)
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                         check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f"{framework} worker failed:\n{proc.stderr[-3000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  if proc.returncode == 0:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+  # A row that does not fit is a result (reported in the table), anything
+  # else is a bug in the bench: stop with the worker's error.
+  if "RESOURCE_EXHAUSTED" in proc.stderr or "out of memory" in proc.stderr:
+    return {"failed": "out of memory"}
+  if proc.returncode == -9:
+    return {"failed": "killed (SIGKILL: the kernel's OOM killer?)"}
+  raise RuntimeError(f"{framework} worker failed:\n{proc.stderr[-3000:]}")
 
 
 def main():
@@ -312,6 +419,13 @@ def main():
   parser.add_argument("--host_devices", type=int, default=1,
                       help="JAX only: split the batch over this many XLA:CPU "
                       "host devices (data parallel on one machine).")
+  parser.add_argument("--conv3x3", choices=("auto", "xla", "winograd"),
+                      default="auto",
+                      help="JAX only: how the 3x3 convolutions compute "
+                      "(StackedHourglass.conv3x3).")
+  parser.add_argument("--profile", action="store_true",
+                      help="JAX only: one more step under jax.profiler; "
+                      "prints where its CPU time goes by kind of op.")
   parser.add_argument("--worker", choices=("jax", "torch"), default=None)
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--dtype", default="float32")
@@ -336,10 +450,17 @@ def main():
           results[f].append(run_worker(f, batch, dtype, args))
       row = {"batch": batch, "dtype": dtype}
       for f in frameworks:
+        failed = [r["failed"] for r in results[f] if "failed" in r]
+        if failed:
+          row[f] = {"failed": failed[0]}
+          continue
         step = statistics.median(
             statistics.median(r["step_s"]) for r in results[f])
         cpu = statistics.median(
             statistics.median(r["cpu_s"]) for r in results[f])
+        profiles = [r["profile_ms"] for r in results[f] if "profile_ms" in r]
+        if profiles:
+          row[f + "_profile_ms"] = profiles[0]
         row[f] = {"step_s": step, "cpu_s": cpu, "img_s": batch / step,
                   "rss_mb": statistics.median(r["rss_mb"] for r in results[f]),
                   "xla_mb": statistics.median(r["xla_mb"] for r in results[f]),
@@ -356,6 +477,7 @@ def main():
     print(f"XLA_FLAGS (JAX): {args.xla_flags}")
   if args.host_devices > 1:
     print(f"JAX: batch split over {args.host_devices} XLA:CPU host devices")
+  print(f"JAX: conv3x3={args.conv3x3}")
   header = f"{'batch':>5} {'dtype':>8}"
   for f in frameworks:
     header += (f" | {f + ' s/step':>13} {'cpu s':>6} {'img/s':>6}"
@@ -370,11 +492,21 @@ def main():
     line = f"{row['batch']:>5} {row['dtype']:>8}"
     for f in frameworks:
       r = row[f]
+      if "failed" in r:
+        line += f" | {r['failed']}"
+        continue
       line += (f" | {r['step_s']:>13.2f} {r['cpu_s']:>6.2f} {r['img_s']:>6.2f}"
                f" {r['rss_mb']:>7.0f}")
       if f == "jax":
         line += f" {r['xla_mb']:>7.0f}"
-    if set(frameworks) == {"jax", "torch"}:
+    profile = row.get("jax_profile_ms")
+    if profile:
+      total = sum(profile.values())
+      line += "\n      JAX step CPU time by kind of op (one profiled step): " + (
+          ", ".join(f"{k} {v / 1000:.2f} s ({100 * v / total:.0f}%)"
+                    for k, v in sorted(profile.items(), key=lambda kv: -kv[1])))
+    if set(frameworks) == {"jax", "torch"} and not any(
+        "failed" in row[f] for f in frameworks):
       speed = row["torch"]["step_s"] / row["jax"]["step_s"]
       speed_cpu = row["torch"]["cpu_s"] / row["jax"]["cpu_s"]
       line += f" | {speed:>13.2f}, {speed_cpu:>5.2f}"

@@ -31,7 +31,8 @@ Reached here (README "Measured"): val NME 5.88 % (inter-ocular 36/45),
 FR@0.1 2.61 %, AUC@0.1 0.416, median 5.55 % for STAR; 5.94 % for the
 smooth-L1 baseline; 36 min of CPU on one core each (dlib's 68-point model:
 about 7.1 % on these frames). Without flip augmentation
-(--config.data.augment.flip_prob=0) STAR reaches 5.02 %: yt68's labels sit
+(--config.data.augment.flip_prob=0) STAR reaches 5.02 % (the smooth-L1
+baseline without flips 5.25 %): yt68's labels sit
 ~1.3 px right of the mirror-symmetric position, which a flip-trained model
 cannot learn (README "Measured"); flips stay on here, as in the paper.
 The paper-sized model (256 px, 4 stacks, depth 4, width 256, AAM, batch 128)

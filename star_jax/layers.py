@@ -10,6 +10,9 @@ CoordConv (from ADNet); the code is our own. Speed notes for XLA:
   * 2x2 max pooling and nearest 2x upsampling are reshapes plus a max / a
     broadcast, whose gradients are cheap elementwise ops, instead of
     `reduce_window` (whose gradient is the slow `select_and_scatter`).
+  * 3x3 convolutions (`Conv3x3`) run as Winograd F(2x2, 3x3) matmuls
+    (`star_jax/winograd.py`) where that was measured faster: XLA:CPU, float32,
+    >= 128 channels, maps >= 32 x 32; elsewhere as `lax.conv`.
   * Coordinate channels are constants; the 1x1 CoordConv multiplies them with
     their slice of the kernel separately instead of concatenating 3-5 channels
     to 256 feature channels.
@@ -24,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from star_jax import winograd
 
 Dtype = Any
 
@@ -106,6 +111,43 @@ def conv_kxk(features: int, kernel_size: int, in_features: int, stride: int,
                  dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
+class Conv3x3(nn.Module):
+  """3x3 convolution, stride 1, padding 1, with bias.
+
+  The parameters are those of `conv_kxk(features, 3, ...)` (an `nn.Conv`):
+  `kernel [3, 3, C_in, C_out]` and `bias [C_out]`, same initialisation, so
+  checkpoints and converters see no difference. Only the computation differs
+  where `winograd.use_winograd(..., policy)` says so (same maths, float32
+  results within ~1e-6 of the output scale).
+
+  Attributes:
+    features: output channels.
+    dtype: compute dtype (parameters are float32).
+    policy: "auto", "xla" or "winograd" (see `winograd.use_winograd`).
+  """
+  features: int
+  dtype: Dtype = jnp.float32
+  policy: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`[B, H, W, C_in]` -> `[B, H, W, features]` in `dtype`."""
+    c_in = x.shape[-1]
+    kernel = self.param("kernel", torch_kernel_init,
+                        (3, 3, c_in, self.features), jnp.float32)
+    bias = self.param("bias", torch_bias_init(9 * c_in), (self.features,),
+                      jnp.float32)
+    x = x.astype(self.dtype)
+    kernel = kernel.astype(self.dtype)
+    if winograd.use_winograd(x.shape, kernel.shape, self.dtype, self.policy):
+      y = winograd.conv3x3(x, kernel)
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (1, 1), ((1, 1), (1, 1)),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias.astype(self.dtype)
+
+
 class ResBlock(nn.Module):
   """Pre-activation bottleneck residual block.
 
@@ -116,9 +158,11 @@ class ResBlock(nn.Module):
   Attributes:
     features: output channels.
     dtype: compute dtype.
+    conv3x3: how the 3x3 convolution computes (`Conv3x3.policy`).
   """
   features: int
   dtype: Dtype = jnp.float32
+  conv3x3: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -131,7 +175,7 @@ class ResBlock(nn.Module):
     y = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
     y = Conv1x1(mid, self.dtype, name="conv1")(y)
     y = nn.relu(batch_norm(train, self.dtype, "bn2")(y))
-    y = conv_kxk(mid, 3, mid, 1, self.dtype, name="conv2")(y)
+    y = Conv3x3(mid, self.dtype, self.conv3x3, name="conv2")(y)
     y = nn.relu(batch_norm(train, self.dtype, "bn3")(y))
     y = Conv1x1(self.features, self.dtype, name="conv3")(y)
     return y + residual.astype(y.dtype)

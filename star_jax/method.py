@@ -418,7 +418,8 @@ def _model_from_config(config, scheme) -> model_lib.StackedHourglass:
       num_stacks=int(m.num_stacks), depth=int(m.depth), width=int(m.width),
       use_aam=use_aam,
       heatmap_activation=m.get("heatmap_activation", "instance_norm_relu"),
-      dtype=dtype, input_bgr=bool(m.get("input_bgr", False)))
+      dtype=dtype, input_bgr=bool(m.get("input_bgr", False)),
+      conv3x3=m.get("conv3x3", "auto"))
 
 
 class StarMethod(loop_lib.DataFromAttribute):
@@ -626,7 +627,10 @@ def base_config():
   c.model = ml_collections.ConfigDict(dict(
       num_stacks=4, depth=4, width=256, use_aam=True,
       heatmap_activation="instance_norm_relu", dtype="float32",
-      input_bgr=False))
+      input_bgr=False,
+      # How 3x3 convolutions compute (same maths): "auto" = Winograd matmuls
+      # where faster (XLA:CPU, f32, star_jax/winograd.py), "xla", "winograd".
+      conv3x3="auto"))
 
   c.loss = ml_collections.ConfigDict(dict(
       star=True, distance="smooth_l1", w=1.0, restriction="value",

@@ -45,6 +45,7 @@ CoordConv kernels take the feature channels first, then (row, column, radius)
 coordinates, then the two boundary channels, the public code's order.
 """
 
+import functools
 from typing import Any, Dict, List, Tuple
 
 import flax.linen as nn
@@ -70,6 +71,7 @@ class Stem(nn.Module):
   """CoordConv 7x7/2 + BN + ReLU, ResBlocks and a max pool: S -> S/4."""
   width: int = 256
   dtype: Dtype = jnp.float32
+  conv3x3: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -80,10 +82,12 @@ class Stem(nn.Module):
     x = jnp.concatenate([x, coords], axis=-1).astype(self.dtype)
     x = layers.conv_kxk(64, 7, 6, 2, self.dtype, name="coord_conv")(x)
     x = nn.relu(layers.batch_norm(train, self.dtype, "coord_conv_bn")(x))
-    x = layers.ResBlock(128, self.dtype, name="res1")(x, train)
+    res = functools.partial(layers.ResBlock, dtype=self.dtype,
+                            conv3x3=self.conv3x3)
+    x = res(128, name="res1")(x, train)
     x = layers.max_pool_2x2(x)
-    x = layers.ResBlock(128, self.dtype, name="res2")(x, train)
-    return layers.ResBlock(self.width, self.dtype, name="res3")(x, train)
+    x = res(128, name="res2")(x, train)
+    return res(self.width, name="res3")(x, train)
 
 
 class Hourglass(nn.Module):
@@ -94,11 +98,13 @@ class Hourglass(nn.Module):
     width: channels.
     coord_conv: whether a 1x1 CoordConv comes first (the outermost level).
     dtype: compute dtype.
+    conv3x3: how 3x3 convolutions compute (`layers.Conv3x3.policy`).
   """
   depth: int
   width: int = 256
   coord_conv: bool = False
   dtype: Dtype = jnp.float32
+  conv3x3: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool,
@@ -119,15 +125,17 @@ class Hourglass(nn.Module):
         extra = jnp.concatenate(
             [jnp.broadcast_to(extra, boundary.shape[:3] + (3,)), boundary], -1)
       x = layers.Conv1x1(self.width, self.dtype, name="coord_conv")(x, extra)
-    up = layers.ResBlock(self.width, self.dtype, name="up1")(x, train)
+    res = functools.partial(layers.ResBlock, self.width, dtype=self.dtype,
+                            conv3x3=self.conv3x3)
+    up = res(name="up1")(x, train)
     low = layers.max_pool_2x2(x)
-    low = layers.ResBlock(self.width, self.dtype, name="low1")(low, train)
+    low = res(name="low1")(low, train)
     if self.depth > 1:
       low = Hourglass(self.depth - 1, self.width, dtype=self.dtype,
-                      name="low2")(low, train)
+                      conv3x3=self.conv3x3, name="low2")(low, train)
     else:
-      low = layers.ResBlock(self.width, self.dtype, name="low2")(low, train)
-    low = layers.ResBlock(self.width, self.dtype, name="low3")(low, train)
+      low = res(name="low2")(low, train)
+    low = res(name="low3")(low, train)
     return up + layers.upsample_nearest_2x(low)
 
 
@@ -146,6 +154,10 @@ class StackedHourglass(nn.Module):
       (spatial softmax, for the DR variant's Jensen-Shannon regulariser).
     dtype: compute dtype (jnp.float32 or jnp.bfloat16); parameters are f32.
     input_bgr: reverse the input channels (official checkpoints expect BGR).
+    conv3x3: how the ResBlocks' 3x3 convolutions compute: "auto" (Winograd
+      F(2x2, 3x3) matmuls where measured faster: XLA:CPU, float32, 128
+      channels, maps >= 32 x 32; `lax.conv` elsewhere), "xla" or
+      "winograd". Same parameters and maths either way (`star_jax/winograd.py`).
   """
   num_points: int
   edges: Tuple[Tuple[int, ...], ...] = ()
@@ -156,6 +168,7 @@ class StackedHourglass(nn.Module):
   heatmap_activation: str = "instance_norm_relu"
   dtype: Dtype = jnp.float32
   input_bgr: bool = False
+  conv3x3: str = "auto"
 
   def _check(self, images: jax.Array):
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -200,14 +213,15 @@ class StackedHourglass(nn.Module):
     n = self.num_points
     e2p = (aam.edge_to_point_matrix(self.edges, n) if self.use_aam else None)
     x = normalise_images(images, self.input_bgr)
-    x = Stem(self.width, self.dtype, name="stem")(x, train)
+    x = Stem(self.width, self.dtype, self.conv3x3, name="stem")(x, train)
 
     outputs = []
     heatmaps = None
     for i in range(self.num_stacks):
       hg = Hourglass(self.depth, self.width, coord_conv=True, dtype=self.dtype,
+                     conv3x3=self.conv3x3,
                      name=f"hourglass_{i}")(x, train, heatmaps)
-      feature = layers.ResBlock(self.width, self.dtype,
+      feature = layers.ResBlock(self.width, self.dtype, self.conv3x3,
                                 name=f"feature_res_{i}")(hg, train)
       feature = layers.Conv1x1(self.width, self.dtype,
                                name=f"feature_conv_{i}")(feature)

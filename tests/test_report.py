@@ -438,6 +438,13 @@ def test_read_only_checkpointer_finds_best_and_latest(tmp_path):
   ro = read_only(str(periodic))
   assert ro.best is None and ro.step_for("latest") == 2
   assert _snapshot(tmp_path) == before
+  # How the model computes may differ (a checkpoint from before the conv3x3
+  # field existed evaluates with it); what it is may not.
+  saved = ro.restore_config(2)
+  del saved["model"]["conv3x3"]
+  config.model.conv3x3 = "winograd"
+  loop._check_model_config(  # pylint: disable=protected-access
+      saved, ckpt_lib.config_to_dict(config), "x")
   config.model.width = 16
   with pytest.raises(ValueError, match="model.width"):
     loop._check_model_config(  # pylint: disable=protected-access

@@ -39,6 +39,9 @@ RESUMABLE_FIELDS = (
     "data.prefetch_buffer_size", "mode", "resume_may_change",
     # Evaluation-only settings (do not change training).
     "eval.flip_test", "eval_checkpoint",
+    # Implementation choices with the same maths (e.g. a CPU run resumed
+    # on GPU).
+    "model.conv3x3",
 )
 
 
