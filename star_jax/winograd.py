@@ -7,7 +7,7 @@ minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural
 Networks", CVPR 2016) computes each 2 x 2 output tile from a 4 x 4 input
 tile with 16 instead of 36 multiplications:
 
-  Y = A^T [ (G g G^T) * (B^T d B) ] A                     (eq. 8 there)
+  Y = A^T [ (G g G^T) * (B^T d B) ] A       (their nested 2-D form)
 
 for a 3 x 3 filter g and a 4 x 4 tile d, `*` elementwise. Over channels the
 16 elementwise products become 16 matrix products `[P, C_in] @ [C_in, C_out]`
