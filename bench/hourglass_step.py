@@ -74,8 +74,9 @@ one fwd+bwd at batch 2, 64x64 maps, medians of 5; JAX 0.10.2, torch 2.13.0):
       128 x 128, 64      400        531   (not used: the stem's block)
       64 x 64, 64         83        118   (not used)
 
-    Full 4-stack b8 f32 step, 1 pinned thread: 22.2 -> 19.2 s; 2 threads
-    on the quiet machine: 10.51 -> 9.19 s. The step gains less than the
+    Full 4-stack b8 f32 step, 1 pinned thread (`--threads=1`, the other
+    core busy): 22.2 -> 19.2 s; 2 threads on the quiet machine: 10.51 ->
+    9.19 s. The step gains less than the
     convolutions cost because the Winograd transforms are memory-bound
     elementwise work (`--profile`, 2 threads: with lax.conv, kernel-gradient
     convs 25 % of the step's CPU time, other convs 13 %, matmuls 20 %,
@@ -149,7 +150,8 @@ def _fusion_kinds(hlo_text: str) -> dict:
 
   Categories: "3x3 conv (fwd / input grad)", "3x3 kernel grad (conv)",
   "other conv", "dot (matmul)", "reduce", "transpose / copy",
-  "elementwise"; a fusion is named after its most expensive kind of op.
+  "elementwise"; a fusion counts under the first of these kinds (in this
+  order) that its body contains.
   """
   calls = {}
   for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S+ "
