@@ -21,6 +21,10 @@ stack with the 2^i / 2^(S-1) weights, Adam 1e-3 with x0.1 at
 70 % and 90 % of training, EMA. Prints NME / FR / AUC (300W normaliser: outer
 eye corners 36, 45; threshold 0.1) of the raw and EMA parameters at the end of
 every eval epoch and writes them to <workdir>/final_metrics.json.
+
+Reached here (README "Measured", 2-core CPU, 1,024 steps): STAR NME 0.0525,
+FR@0.1 0.4 %, AUC@0.1 0.475 in 8 min 40 s; the smooth-L1 baseline
+(--config.loss.star=False) 0.0545, 1.2 %, 0.456 in 8 min 42 s. A mean shape scores 0.256.
 """
 
 from star_jax import method
@@ -58,10 +62,13 @@ def get_config():
 
   c.batch_size = 32
   c.eval_batch_size = 64
-  c.num_epochs = 16
-  c.optimizer.decay_epochs = (11.2, 14.4)  # 70 % and 90 % of training.
+  # 32 epochs = 1,024 steps (~8 min on 2 cores). At half this budget the
+  # smooth-L1 baseline was ahead (README "Measured": STAR needs the longer
+  # schedule on these faces).
+  c.num_epochs = 32
+  c.optimizer.decay_epochs = (22.4, 28.8)  # 70 % and 90 % of training.
   c.ema.half_life_examples = 2000.0
-  c.eval_every_epochs = 4
+  c.eval_every_epochs = 8
   c.checkpoint_every_steps = 200
   c.log_every_steps = 20
   c.progress_every_steps = 20

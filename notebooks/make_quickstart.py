@@ -40,7 +40,7 @@ This notebook walks through what a user of `star-jax` does:
 `QUICK = True` (below) trains a tiny model for 320 steps (about a minute on 2
 CPU cores): enough to beat the mean-shape baseline, not a good landmarker.
 `QUICK = False` trains the full embedded default (`configs/default.py`, about
-6 minutes on 2 CPU cores; much faster on a Colab GPU).
+8 minutes on 2 CPU cores; much faster on a Colab GPU).
 
 Everything is written to a temporary folder (or `$STAR_JAX_NOTEBOOK_WORKDIR`),
 never into the repository. CI runs this notebook's code cells on CPU
