@@ -62,16 +62,16 @@ def error_axes(workdir: str, batch_size: int = 64) -> dict:
                                  (spread, major, minor, errors))
   rms = lambda x: float(np.sqrt(np.mean(np.square(x))))
   norm = np.linalg.norm(error, axis=-1)
-  contour = slice(0, 17) if error.shape[1] == 68 else slice(0, 0)
-  inner = slice(17, None) if error.shape[1] == 68 else slice(None)
+  # The 68-point scheme's contour is points 0-16; other schemes: all inner.
+  contour = 17 if error.shape[1] == 68 else 0
   return {
       "faces": int(error.shape[0]), "split": split,
       "star": bool(config.loss.star),
       "spread_minor_px": float(spread[..., 0].mean()),
       "spread_major_px": float(spread[..., 1].mean()),
       "rms_major_crop_px": rms(major), "rms_minor_crop_px": rms(minor),
-      "rms_contour_crop_px": rms(norm[:, contour]) if contour.stop else None,
-      "rms_inner_crop_px": rms(norm[:, inner]),
+      "rms_contour_crop_px": rms(norm[:, :contour]) if contour else None,
+      "rms_inner_crop_px": rms(norm[:, contour:]),
       "mean_error_xy_crop_px": error.reshape(-1, 2).mean(0).tolist(),
   }
 

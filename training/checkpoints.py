@@ -27,10 +27,16 @@ from typing import Any, Iterable, Mapping, Optional
 import jax
 import orbax.checkpoint as ocp
 
+# Config fields that choose how the same parameters compute, not what the
+# model is (the same maths; e.g. a CPU run resumed or evaluated on GPU).
+# Resuming and evaluating both accept a change of them, and checkpoints
+# written before a field existed lack it.
+IMPLEMENTATION_FIELDS = ("model.conv3x3",)
+
 # Config fields that may differ between a checkpoint and the run resuming it:
-# bookkeeping, cadence, paths, the training length and evaluation-only
-# settings. Everything else (model, loss, data scheme, optimizer, batch size,
-# seed, ...) must match.
+# bookkeeping, cadence, paths, the training length, evaluation-only settings
+# and IMPLEMENTATION_FIELDS. Everything else (model, loss, data scheme,
+# optimizer, batch size, seed, ...) must match.
 RESUMABLE_FIELDS = (
     "workdir", "num_epochs", "max_steps", "log_every_steps",
     "checkpoint_every_steps", "eval_every_epochs", "keep_checkpoints",
@@ -39,10 +45,7 @@ RESUMABLE_FIELDS = (
     "data.prefetch_buffer_size", "mode", "resume_may_change",
     # Evaluation-only settings (do not change training).
     "eval.flip_test", "eval_checkpoint",
-    # Implementation choices with the same maths (e.g. a CPU run resumed
-    # on GPU).
-    "model.conv3x3",
-)
+) + IMPLEMENTATION_FIELDS
 
 
 class ConfigMismatchError(ValueError):

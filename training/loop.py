@@ -374,11 +374,11 @@ def format_eval(step: int, results: dict[str, float]) -> str:
 def _check_model_config(saved: dict, current: dict, source: str) -> None:
   """ValueError when the checkpoint's model differs from the config's."""
   a, b = ckpt_lib.flatten_config(saved), ckpt_lib.flatten_config(current)
-  # dtype and conv3x3 choose how the same parameters compute, not the model
-  # (checkpoints written before conv3x3 existed lack it).
+  # The compute dtype and the implementation fields choose how the same
+  # parameters compute, not the model.
+  ignored = ("model.dtype",) + ckpt_lib.IMPLEMENTATION_FIELDS
   keys = [k for k in sorted(set(a) | set(b))
-          if (k.startswith("model.")
-              and k not in ("model.dtype", "model.conv3x3"))
+          if (k.startswith("model.") and k not in ignored)
           or k in ("data.scheme", "data.crop_size", "method")]
   diffs = [f"  {k}: checkpoint={a.get(k, '<absent>')!r} now="
            f"{b.get(k, '<absent>')!r}" for k in keys if a.get(k) != b.get(k)]
