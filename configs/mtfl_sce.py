@@ -1,6 +1,7 @@
 r"""SCE-MAE stage 2 (CARB + LCR) on the shared MTFL faces: the CPU config.
 
-Command (from the repository root; data in ../shared/data/mtfl):
+Commands (from the repository root; data in ../shared/data/mtfl; the
+backbone is stage 1 of configs/faces_mae.py):
   python run.py --config=configs/mtfl_sce.py --workdir=runs/mtfl_sce \
       --config.backbone.checkpoint=runs/faces_mae
   python run.py --config=configs/mtfl_sce.py --workdir=runs/mtfl_sce \
@@ -8,30 +9,33 @@ Command (from the repository root; data in ../shared/data/mtfl):
   python run.py --config=configs/mtfl_sce.py --workdir=runs/mtfl_sce \
       --mode=tsne              # Fig. 5 t-SNE + silhouette -> tsne.png/json
 A tiny smoke run: add --config.max_steps=5 --config.batch_size=8.
-The backbone: stage 1 of configs/faces_mae.py (runs/faces_mae).
-
-Result (measured, 2-core CPU, README "Measured"): 2 epochs (562 steps) in
-6 min; val LCR 15.50 -> 13.16; matching on MTFL val (500 pairs, stride 4)
-same 1.27 / diff 5.12 px (raw MAE features: 1.38 / 4.91); t-SNE silhouette
-0.78. Not MAFL / AFLW numbers.
+Results: README "Measured" (MTFL-val numbers, never MAFL / AFLW results).
 
 Data layout (data/readers/mtfl.py, reader "mtfl"): root/training.txt
 (`path x1..x5 y1..y5`), root/lfw_5590/, root/net_7876/ (80 x 80 faces, 5
 points: eye centres, nose, mouth corners).
 
-Split (fixed, documented): the 10,000 faces of training.txt in file order are
-permuted with `np.random.default_rng(0).permutation(10000)`; "val" = the first
-1,000 of the permutation, "train" = the other 9,000 (both kept in file order);
-`stage2.fixed_split`. Crops: `sce_crop(mode="points", margin=3.0)` (the box
-of 5 points is small; the 96 px crop shows 3x its larger side).
+Split (fixed, documented, label-free): the 7,650 lines of training.txt are
+permuted with `np.random.default_rng(0).permutation(7650)`; "val" = the first
+1,000 of the permutation, "train" = the other 6,650 (`splits.fixed_split`).
+The MAE stage (configs/faces_mae.py) leaves the val faces out too.
 
-Backbone: DeiT-T (the CPU-sized preset that configs/celeba_mae.py pretrains by
-default; the paper's default is DeiT-S: set backbone.preset / width / depth /
-num_heads to the stage-1 run's, a mismatch is refused with the differing
-parameter named). Dense inference at stride 4 (24 x 24 maps) for the CPU
-budget; the paper-like setting is --config.inference.stride=2. Without --config.backbone.checkpoint the backbone is a
-random ViT (ablation row (a)). Numbers from this set are MTFL-val numbers,
-never MAFL / AFLW results.
+Crops: "center", the whole 80 x 80 MTFL image resized to 136, centre 96
+(DVE's AFLW_M protocol); the labels never place a crop.
+
+Evaluating on another folder in the MTFL layout (e.g. the MTFL / AFLW_M test
+half: root/testing.txt + its images) without retraining:
+  --config.data.eval_name=aflw_m --config.data.eval_root=/path/to/MTFL \
+  --config.data.eval_splits='("test",)'
+
+Backbone: DeiT-T (the CPU-sized stage 1; the paper's default is DeiT-S). The
+stage-1 ViT is described here and checked against the checkpoint (a mismatch
+is refused with the differing parameter named). Dense inference at stride 4
+(24 x 24 maps) for the CPU budget; the paper-like setting is
+--config.inference.stride=2. Without --config.backbone.checkpoint the
+backbone is a random ViT. Stage 2 runs for 10 epochs (the CL budget); the
+frozen encoder's outputs for every training crop and its mirror image are
+computed once (`cache_encoder`, the same maths as encoding in every step).
 """
 
 from sce_mae_jax import stage2
@@ -43,16 +47,17 @@ def get_config():
   c.data.root = "../shared/data/mtfl"
   c.data.train_split = "train"
   c.data.eval_splits = ("val",)
-  c.data.crop_mode = "points"
-  c.data.margin = 3.0
+  c.data.crop_mode = "center"
   c.data.num_val = 1000
   c.data.split_seed = 0
   c.backbone.preset = "deit_tiny"
   c.carb.eta = 0.1                  # DeiT-T/S; 0.25 for DeiT-B.
   c.projector.dim = 64
   c.batch_size = 32
-  c.num_epochs = 2
+  c.num_epochs = 10
+  c.cache_encoder = True            # frozen encoder run once per crop + mirror.
+  c.eval_every_epochs = 2
   c.inference.stride = 4
-  c.matching.num_pairs = 200
+  c.matching.num_pairs = 0          # 0: every (2k, 2k+1) pair of the split.
   c.tsne.num_faces = 100
   return c

@@ -356,11 +356,15 @@ def sce_crop(image: np.ndarray, landmarks: Optional[np.ndarray] = None,
   Modes:
     "dve_celeba": CelebA aligned 178 x 218: rows 30..208 (a 178 x 178 square),
       resize to 136 (PIL bilinear, antialiased), centre crop 96 (DVE).
-    "points": the same with the square taken around the landmarks' box: side
-      `L = round(max(w, h) * margin * 136 / 96)` px centred on the box, so the
-      final 96 px window shows `max(w, h) * margin` px (outside the image is
-      black). For 5-point sets (box = eyes and mouth only) use margin ~ 3.
-    "center": the largest centred square of the image (unlabelled frames).
+    "points": LABEL-DERIVED: the same with the square taken around the
+      landmarks' box: side `L = round(max(w, h) * margin * 136 / 96)` px
+      centred on the box, so the final 96 px window shows `max(w, h) *
+      margin` px (outside the image is black). It places every face by its
+      own ground truth, so it is not for self-supervised training or
+      features (stage 2 refuses it unless asked explicitly).
+    "center": the largest centred square of the image: the whole image of a
+      pre-cropped set (MTFL / AFLW_M: resize 136, centre 96, the DVE
+      protocol), or unlabelled frames. Never reads the landmarks.
 
   Returns:
     (uint8 [size, size, 3], landmarks float32 [N, 2] or None,

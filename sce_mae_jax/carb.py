@@ -32,8 +32,10 @@ Decisions where the paper is silent (see each docstring):
     float32 denormal).
   * delta for the densest token = max distance from that token (eq. 3 as
     printed; the TCFormer code uses the global max distance instead).
-  * Distances are plain Euclidean on the features (eq. 2-3); the TCFormer
-    scaling by 1/sqrt(C) is an option.
+  * Distances are scaled by 1/sqrt(C) (the TCFormer / BAT DPC-kNN code;
+    `scale_by_dim`, default on): without it the density term dominates the
+    score on high-dimensional tokens (see `density_peak_clustering`); off =
+    the plain Euclidean distances of eq. 2-3 as printed.
   * Tie-break noise: a uniform `noise_scale * (1 + |log rho|) * U(0, 1)` added
     to log rho, i.e. a relative perturbation of about 1e-6 (only reorders
     near-exact ties); no key = no noise.
@@ -225,7 +227,7 @@ def density_peak_clustering(tokens: jax.Array,
                             key: Optional[jax.Array] = None,
                             noise_scale: float = 1e-6,
                             include_self: bool = False,
-                            scale_by_dim: bool = False) -> Clustering:
+                            scale_by_dim: bool = True) -> Clustering:
   """DPC-kNN (eq. 2-3): centres = top-K of `rho * delta`, nearest-centre labels.
 
   Args:
@@ -237,7 +239,12 @@ def density_peak_clustering(tokens: jax.Array,
       `noise_scale`); None = no noise.
     noise_scale: see `key`.
     include_self: see `knn_log_density`.
-    scale_by_dim: divide distances by sqrt(C) (TCFormer); off = eq. 2-3.
+    scale_by_dim: divide distances by sqrt(C) (TCFormer / BAT; default).
+      `log rho` grows with the squared distances (O(C)) while `log delta`
+      grows with their log, so on unscaled C = 192 ViT tokens the score
+      `rho * delta` ranks by density alone and all K centres fall in the
+      densest region; scaled, density and separation both count. False =
+      eq. 2-3 as printed.
 
   Returns:
     A `Clustering`. Each token is assigned to the nearest centre in feature
@@ -321,7 +328,7 @@ def carb_select(cls_similarity: jax.Array,
                 replace: str = "centre",
                 noise_scale: float = 1e-6,
                 knn_include_self: bool = False,
-                scale_by_dim: bool = False) -> CarbSelection:
+                scale_by_dim: bool = True) -> CarbSelection:
   """CARB selection for one image (Sec. 3.2 + the substitution of Sec. 3.3).
 
   Args:

@@ -1,145 +1,112 @@
-"""Landmark detection on frozen SCE-MAE features (paper Sec. 4.2, Tables 2-3).
+"""Landmark detection on frozen SCE-MAE features (paper Sec. 4.2, Table 2).
 
-Regressor (`DetectionHead`): frozen dense features (cover-and-stride,
-backbone and projector concatenated: `feature_kind="concat"`) ->
-conv block (3x3 conv to `hidden` channels + ReLU, then a 1x1 conv) -> I
-intermediate heatmaps per landmark (I = 50, "I intermediate heatmaps for each
-landmark", so K * I maps; `per_landmark=False` gives DVE/CL's 50 maps in all)
--> spatial softmax + soft-argmax (`star_jax.loss.soft_argmax`, grid
-linspace(-1, 1)) -> a linear layer from the 2 * I(K) intermediate coordinates
-to the K landmarks (`regress_points`), on normalised coordinates.
+Frozen dense features (cover-and-stride, backbone and projector concatenated:
+`feature_kind="concat"`) feed a keypoint regressor of `keypoint_head`:
+`detection.head` = "conv_block" (`ConvBlockRegressor`, the paper's block,
+default for all annotations) or "intermediate" (`IntermediateKeypointRegressor`,
+DVE / CL's, default for the few-shot study, `detection.fewshot_head`). Both
+start at the mean training shape and regress normalised coordinates; NME is
+the mean point error over the inter-ocular distance in % (5-point sets: eye
+centres 0 / 1, "five_point"; 68 points: outer corners 36 / 45, "300w"). The
+crops are similarity transforms of the originals, so NME in crop pixels
+equals NME in original pixels.
 
-Choices where the paper is silent (following DVE/CL's IntermediateKeypoint-
-Predictor where it is known, documented here):
-  * heatmap = softmax over the h*w positions of the conv logits times
-    `softargmax_mul`. DVE's regressor configs (jamt9000/DVE,
-    configs/aflw-mtfl-keypoints/*.json: IntermediateKeypointPredictor,
-    num_intermediate_points 50 in all, softargmax_mul 100) use 100 on
-    64-d descriptors; our input mixes LayerNorm-ed backbone tokens (O(1) per
-    channel, hundreds of channels) with unit projector features, where 100
-    makes the initial softmax one-hot and the gradients vanish, so the default
-    is 1 (the conv learns the scale); set 100 to follow DVE exactly;
-  * ground truth normalised with align_corners=False, `(2p + 1) / S - 1`;
-    predictions mapped back with the inverse;
-  * loss: smooth-L1 (`beta`, default 1.0 as torch's SmoothL1Loss) on the
-    normalised coordinates, mean over points and faces (the issue's choice;
-    DVE trains with its own `regression_loss`, Adam 1e-3);
-  * NME = mean point error / inter-ocular distance, in % (5-point sets: eye
-    centres 0/1, `five_point`; 68 points: outer corners 36/45, `300w`). The
-    crops are similarity transforms of the originals, so NME in crop pixels
-    equals NME in original pixels (used by the cached `fit_head` path).
+Ways to train:
+  * `train_all_annotations` (`--mode=all_annotations`): the features of every
+    training crop (and, with `detection.flip`, of its mirror image, landmarks
+    mirrored and left/right swapped) are computed once (`cache_features`) and
+    the head is trained on them for `detection.epochs` epochs with a decaying
+    schedule (DVE: AMSGrad 1e-3, L2 5e-4, x0.1 at epochs 100 and 250 of 300);
+    optional TPS augmentation of the cached maps (`detection.tps_augment`).
+    The per-epoch train / val NME curve is logged and written.
+  * `DetectionMethod` (run.py, `method="sce_mae_detection"`): the generic
+    loop; the encoder and projector are frozen (`trainable_mask`) and the
+    features are recomputed each step (image augmentation; slow on CPU).
+  * `--mode=fewshot`: the limited-annotation table (`fewshot.py`).
 
-Two ways to train:
-  * `DetectionMethod` (run.py, `method="sce_mae_detection"`): the generic loop;
-    the encoder and projector are frozen (`trainable_mask`), features are
-    recomputed each step (allows augmentation; slow on CPU).
-  * `fit_head` on cached features (`cache_features`): the features of the
-    fixed crops are computed once and only the head is trained; used by the
-    limited-annotation study (`fewshot.py`) and the ablation.
+Mirroring cached features is not a flip augmentation (a ViT's features of a
+mirrored face are not its mirrored features), hence the second cached set.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from data import schemes as schemes_lib
 from sce_mae_jax import backbone as backbone_lib
+from sce_mae_jax import fewshot
+from sce_mae_jax import keypoint_head as kh
 from sce_mae_jax import stage2
-from star_jax import loss as star_loss
-from star_jax import metrics as metrics_lib
+
+HEADS = ("conv_block", "intermediate")
+
+# Names kept for callers of the former module layout (ablation, tests).
+normalise_points = kh.normalise_points
+denormalise_points = kh.denormalise_points
+smooth_l1 = kh.smooth_l1
+nme_percent = kh.nme_percent
+mean_shape_nme = kh.mean_shape_nme
 
 
-# ------------------------------------------------------------------ maths ----
+# ------------------------------------------------------------------ heads ----
 
-def normalise_points(points: jax.Array, size: int) -> jax.Array:
-  """Crop pixels -> [-1, 1], align_corners=False: `(2p + 1) / S - 1`."""
-  return (2.0 * points + 1.0) / size - 1.0
-
-
-def denormalise_points(coords: jax.Array, size: int) -> jax.Array:
-  """Inverse of `normalise_points`."""
-  return ((coords + 1.0) * size - 1.0) / 2.0
+def norm_groups_for(kind: str, model: stage2.FeatureModel) -> Tuple[int, ...]:
+  """Channel split of a feature kind: "concat" = backbone | projector."""
+  return (int(model.encoder.width),) if kind == "concat" else ()
 
 
-def spatial_softmax(logits: jax.Array) -> jax.Array:
-  """`[B, M, h, w]` -> distributions over the h*w positions."""
-  b, m, h, w = logits.shape
-  return jax.nn.softmax(logits.reshape(b, m, h * w), axis=-1).reshape(
-      b, m, h, w)
-
-
-def regress_points(heatmaps: jax.Array, kernel: jax.Array,
-                   bias: jax.Array) -> jax.Array:
-  """Soft-argmax + linear: `[B, M, h, w]` -> `[B, K, 2]` normalised (x, y).
-
-  `kernel [2M, 2K]`, `bias [2K]`; the intermediate coordinates are flattened
-  as `(x_1, y_1, x_2, y_2, ...)` and so are the outputs.
-  """
-  inter = star_loss.soft_argmax(heatmaps)  # [B, M, 2]
-  b = inter.shape[0]
-  out = jnp.matmul(inter.reshape(b, -1), kernel,
-                   precision=jax.lax.Precision.HIGHEST) + bias
-  return out.reshape(b, -1, 2)
-
-
-def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
-  """torch SmoothL1: `0.5 x^2 / beta` if `|x| < beta` else `|x| - beta / 2`."""
-  ax = jnp.abs(x)
-  return jnp.where(ax < beta, 0.5 * jnp.square(x) / beta, ax - 0.5 * beta)
-
-
-def nme_percent(pred: np.ndarray, gt: np.ndarray, normaliser: str
-                ) -> np.ndarray:
-  """`[n]` NME in % of the named inter-ocular distance."""
-  left, right = metrics_lib.normaliser(normaliser)
-  return 100.0 * np.asarray(metrics_lib.nme(jnp.asarray(pred),
-                                            jnp.asarray(gt), left, right))
-
-
-# ------------------------------------------------------------------ head ----
-
-class DetectionHead(nn.Module):
-  """Conv block -> intermediate heatmaps -> soft-argmax -> linear.
-
-  `__call__(features [B, h, w, C]) -> [B, K, 2]` normalised (x, y).
-  """
-  num_points: int
-  intermediate: int = 50
-  per_landmark: bool = True
-  hidden: int = 256
-  softargmax_mul: float = 1.0
-
-  @property
-  def num_maps(self) -> int:
-    return self.intermediate * (self.num_points if self.per_landmark else 1)
-
-  @nn.compact
-  def __call__(self, features: jax.Array) -> jax.Array:
-    x = nn.Conv(self.hidden, (3, 3), padding="SAME", name="conv")(features)
-    x = nn.relu(x)
-    logits = nn.Conv(self.num_maps, (1, 1), name="heatmaps")(x)
-    logits = jnp.transpose(logits, (0, 3, 1, 2)) * self.softargmax_mul
-    heatmaps = spatial_softmax(logits.astype(jnp.float32))
-    k = self.num_points
-    kernel = self.param("linear_kernel", nn.initializers.lecun_normal(),
-                        (2 * self.num_maps, 2 * k))
-    bias = self.param("linear_bias", nn.initializers.zeros, (2 * k,))
-    return regress_points(heatmaps, kernel, bias)
-
-
-def head_from_config(config, num_points: int) -> DetectionHead:
+def head_from_config(config, num_points: int, which: str = "head",
+                     norm_groups: Tuple[int, ...] = ()) -> nn.Module:
+  """The head named by `config.detection[which]` ("head" / "fewshot_head")."""
   d = config.detection
-  return DetectionHead(num_points=num_points,
-                       intermediate=int(d.intermediate),
-                       per_landmark=bool(d.per_landmark),
-                       hidden=int(d.hidden),
-                       softargmax_mul=float(d.softargmax_mul))
+  name = d.get(which, "conv_block")
+  common = dict(num_points=num_points, intermediate=int(d.intermediate),
+                per_landmark=bool(d.per_landmark), norm_groups=norm_groups,
+                readout_init=d.get("readout_init", "mean_points"))
+  if name == "conv_block":
+    return kh.ConvBlockRegressor(hidden=int(d.hidden),
+                                 softmax_mul=float(d.softargmax_mul),
+                                 **common)
+  if name == "intermediate":
+    return kh.IntermediateKeypointRegressor(
+        softmax_mul=float(d.get("regressor_softmax_mul", 100.0)),
+        normalise=bool(d.get("regressor_normalise", True)),
+        init_logit_std=float(d.get("regressor_init_logit_std", 0.1)),
+        **common)
+  raise ValueError(f"detection.{which} must be one of {HEADS}, got {name!r}.")
+
+
+def all_annotation_settings(d, **overrides) -> kh.TrainSettings:
+  """`TrainSettings` of the all-annotation run from `config.detection`."""
+  s = kh.TrainSettings(
+      epochs=int(d.get("epochs", 300)), batch_size=int(d.get("batch_size", 32)),
+      learning_rate=float(d.learning_rate),
+      schedule=d.get("schedule", "piecewise"),
+      lr_drops=tuple(float(f) for f in d.get("lr_drops", (1 / 3, 5 / 6))),
+      lr_drop_factor=float(d.get("lr_drop_factor", 0.1)),
+      warmup_steps=int(d.get("warmup_steps", 0)),
+      weight_decay=float(d.get("weight_decay", 5e-4)),
+      decoupled_weight_decay=bool(d.get("decoupled_weight_decay", False)),
+      amsgrad=bool(d.get("amsgrad", True)),
+      loss_alpha=float(d.get("loss_alpha", 10.0)), beta=float(d.beta))
+  return dataclasses.replace(s, **overrides)
+
+
+def all_annotation_augment(d, image_size: int) -> Optional[kh.TpsAugment]:
+  """TPS warps of the cached maps (`detection.tps_augment`), or None:
+  `tps.<detection.warp>(key, **detection.warp_kwargs)`."""
+  if not bool(d.get("tps_augment", False)):
+    return None
+  return kh.named_tps_augment(image_size, d.get("warp", "random_dve_warp"),
+                              dict(d.get("warp_kwargs", {})))
 
 
 # -------------------------------------------------------- stage-2 params ----
@@ -186,137 +153,168 @@ def load_stage2_params(config, model: stage2.FeatureModel,
 
 def cache_features(model: stage2.FeatureModel, params, images: np.ndarray,
                    kind: str = "concat", stride: Optional[int] = None,
-                   batch_size: int = 32) -> np.ndarray:
-  """Frozen dense features of `images` uint8 `[n, S, S, 3]` -> float32 numpy."""
+                   batch_size: int = 32, dtype=np.float32) -> np.ndarray:
+  """Frozen dense features of `images` uint8 `[n, S, S, 3]` -> numpy `dtype`
+  (float16 halves the memory of a large training set)."""
   fn = jax.jit(lambda im: model.dense_features(params, im, kind, stride))
-  out = [np.asarray(fn(jnp.asarray(images[i:i + batch_size])))
+  out = [np.asarray(fn(jnp.asarray(images[i:i + batch_size]))).astype(dtype)
          for i in range(0, images.shape[0], batch_size)]
-  return np.concatenate(out).astype(np.float32)
+  return np.concatenate(out)
 
 
-_STEP_CACHE: Dict[tuple, tuple] = {}
+def detection_stride(config) -> int:
+  """Cover-and-stride stride of the detection features: `detection.stride`,
+  or `inference.stride` when that is 0."""
+  return int(config.detection.get("stride", 0) or config.inference.stride)
 
 
-def _head_step(head: DetectionHead, learning_rate: float, beta: float):
-  """(optax tx, jitted Adam step) for a head; compiled once per setting."""
-  key = (repr(head), float(learning_rate), float(beta))
-  if key not in _STEP_CACHE:
-    tx = optax.adam(learning_rate)
-
-    def loss_of(p, x, y):
-      return jnp.mean(smooth_l1(head.apply(p, x) - y, beta))
-
-    @jax.jit
-    def step(p, o, x, y):
-      loss, g = jax.value_and_grad(loss_of)(p, x, y)
-      up, o = tx.update(g, o, p)
-      return optax.apply_updates(p, up), o, loss
-
-    _STEP_CACHE[key] = (tx, step)
-  return _STEP_CACHE[key]
+def mirror_faces(images: np.ndarray, landmarks: np.ndarray
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+  """Horizontally mirrored crops and their landmarks (x mirrored, left/right
+  points swapped by the landmark scheme's flip permutation)."""
+  scheme = schemes_lib.get_scheme(landmarks.shape[1])
+  flipped = np.ascontiguousarray(images[:, :, ::-1])
+  return flipped, scheme.flip_landmarks(landmarks, images.shape[2]).astype(
+      np.float32)
 
 
-def fit_head(head: DetectionHead, features: np.ndarray, landmarks: np.ndarray,
-             image_size: int, *, steps: int = 500, batch_size: int = 32,
-             learning_rate: float = 1e-3, beta: float = 1.0,
-             seed: int = 0) -> Tuple[dict, np.ndarray]:
-  """Trains the head on cached features with Adam.
-
-  Every step uses `batch_size` faces drawn by `default_rng(seed)` (with
-  replacement when there are fewer faces than `batch_size`, so the step has
-  one static shape for every few-shot count).
+def train_all_annotations(head: nn.Module, train_features, train_landmarks,
+                          val_features, val_landmarks, image_size: int,
+                          settings: kh.TrainSettings, *,
+                          normaliser="five_point",
+                          augment: Optional[kh.Augment] = None,
+                          eval_every: int = 1, log: Optional[Callable] = print
+                          ) -> Dict[str, object]:
+  """Trains `head` on every training face's cached features; evaluates.
 
   Returns:
-    `(params, losses [steps])`, the smooth-L1 loss of each step's batch
-    before its update.
+    `{"params", "nme"` (per val face, %), `"history"` (per epoch: loss, lr,
+    train / val NME, see `keypoint_head.fit`), `"losses"` (per step),
+    `"mean_shape_nme"` (per val face, the trivial baseline)`}`.
   """
-  n = features.shape[0]
-  target = normalise_points(jnp.asarray(landmarks, jnp.float32), image_size)
-  params = head.init(jax.random.PRNGKey(seed), jnp.asarray(features[:1]))
-  tx, step = _head_step(head, learning_rate, beta)
-  opt = tx.init(params)
-  rng = np.random.default_rng(seed)
-  feats = jnp.asarray(features)
-  losses = []
-  for _ in range(int(steps)):
-    idx = rng.choice(n, batch_size, replace=n < batch_size)
-    params, opt, loss = step(params, opt, feats[idx], target[idx])
-    losses.append(loss)
-  return params, np.asarray(jax.device_get(losses), np.float64)
+  result = kh.fit(head, train_features, train_landmarks, image_size, settings,
+                  augment=augment, val=(val_features, val_landmarks),
+                  normaliser=normaliser, eval_every=eval_every, log=log)
+  return {"params": result.params,
+          "nme": kh.evaluate(head, result.params, val_features, val_landmarks,
+                             image_size, normaliser),
+          "history": result.history, "losses": result.losses,
+          "mean_shape_nme": kh.mean_shape_nme(train_landmarks, val_landmarks,
+                                              normaliser)}
 
 
-def predict_points(head: DetectionHead, params, features: np.ndarray,
-                   image_size: int, batch_size: int = 128) -> np.ndarray:
-  """`[n, K, 2]` crop-pixel predictions from cached features."""
-  fn = jax.jit(lambda x: denormalise_points(head.apply(params, x), image_size))
-  return np.concatenate([np.asarray(fn(jnp.asarray(features[i:i + batch_size])))
-                         for i in range(0, features.shape[0], batch_size)])
+# ----------------------------------------------------------------- modes ----
+
+def _eval_arrays(method, config):
+  return stage2.load_arrays(config,
+                            method.eval_records[config.data.eval_splits[0]])
 
 
-def fit_and_evaluate(head: DetectionHead, train_features: np.ndarray,
-                     train_landmarks: np.ndarray, val_features: np.ndarray,
-                     val_landmarks: np.ndarray, image_size: int, *,
-                     normaliser: str = "five_point", steps: int = 500,
-                     batch_size: int = 32, learning_rate: float = 1e-3,
-                     beta: float = 1.0, seed: int = 0
-                     ) -> Tuple[np.ndarray, np.ndarray]:
-  """`fit_head` on cached training features, then the validation NMEs.
-
-  Used by the limited-annotation study and the ablation.
-
-  Returns:
-    `(nme, losses)`: per-face validation NME `[n_val]` in % (`nme_percent`)
-    and `fit_head`'s training losses `[steps]`.
-  """
-  params, losses = fit_head(head, train_features, train_landmarks, image_size,
-                            steps=steps, batch_size=batch_size,
-                            learning_rate=learning_rate, beta=beta, seed=seed)
-  pred = predict_points(head, params, val_features, image_size)
-  return nme_percent(pred, val_landmarks, normaliser), losses
-
-
-def mean_shape_nme(train_landmarks: np.ndarray, val_landmarks: np.ndarray,
-                   normaliser: str = "five_point") -> np.ndarray:
-  """Per-face NME (%) of predicting the mean training landmarks for every
-  val face: the reference a detection head must beat to show that its
-  features help (crops centred on the points make it a strong one)."""
-  mean = np.mean(np.asarray(train_landmarks, np.float64), axis=0)
-  pred = np.broadcast_to(mean, np.shape(val_landmarks))
-  return nme_percent(pred, val_landmarks, normaliser)
+def all_annotations_mode(method, config, workdir):
+  """`--mode=all_annotations`: Table 2 on cached features; writes
+  all_annotations.json (NMEs, per-epoch curve, settings) and .md."""
+  d = config.detection
+  train = stage2.load_arrays(config, method.train_records)
+  val = _eval_arrays(method, config)
+  size = val["image"].shape[1]
+  feats, lms = method.cache(train["image"]), train["landmarks"]
+  if bool(d.get("flip", True)):
+    images, flipped = mirror_faces(train["image"], lms)
+    feats = np.concatenate([feats, method.cache(images)])
+    lms = np.concatenate([lms, flipped])
+    del images
+  settings = all_annotation_settings(d, seed=int(config.seed))
+  out = train_all_annotations(
+      method.head, feats, lms, method.cache(val["image"]), val["landmarks"],
+      size, settings, normaliser=d.normaliser,
+      augment=all_annotation_augment(d, size),
+      eval_every=int(d.get("eval_every", 1)))
+  summary = {"nme": float(np.mean(out["nme"])),
+             "nme_median": float(np.median(out["nme"])),
+             # The plain mean of the training faces (no mirrors), as the
+             # ablation's reference row.
+             "mean_shape_nme": float(np.mean(kh.mean_shape_nme(
+                 train["landmarks"], val["landmarks"], d.normaliser))),
+             "num_train_faces": int(train["image"].shape[0]),
+             "num_train_samples": int(feats.shape[0]),
+             "head": repr(method.head), "settings": dataclasses.asdict(
+                 settings), "history": out["history"]}
+  table = ("| all annotations | NME (%) |\n|---|---|\n"
+           f"| {d.get('head', 'conv_block')} head | {summary['nme']:.2f} |\n"
+           f"| mean training shape (reference) | "
+           f"{summary['mean_shape_nme']:.2f} |")
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "all_annotations.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  with open(os.path.join(workdir, "all_annotations.md"), "w") as f:
+    f.write(table + "\n")
+  print(table, flush=True)
+  return summary
 
 
 # ---------------------------------------------------------------- method ----
 
+def _nme_jnp(pred, gt, normaliser) -> jax.Array:
+  """`[B]` NME in % (jnp twin of `keypoint_head.nme_percent`)."""
+  left, right = (np.atleast_1d(i) for i in kh.eye_indices(normaliser))
+  iod = jnp.linalg.norm(gt[:, left].mean(1) - gt[:, right].mean(1), axis=-1)
+  err = jnp.linalg.norm(pred - gt, axis=-1).mean(-1)
+  return 100.0 * err / iod
+
+
 class DetectionMethod(stage2.Stage2Method):
-  """Frozen encoder + projector, trainable head (interface: training/loop.py)."""
+  """Frozen encoder + projector, trainable head (interface: training/loop.py).
+
+  The head's offset starts at the mean crop-frame shape of the first
+  `detection.mean_shape_faces` training faces.
+  """
 
   best_metric = "val/nme"
   best_mode = "min"
 
   def __init__(self, config, train_records=None, eval_records=None):
     self._frozen = None
+    self._mean_shape = None
     super().__init__(config, train_records, eval_records)
     self.num_points = self.train_records[0].num_points
-    self.head = head_from_config(config, self.num_points)
     self.kind = config.detection.feature_kind
-    self.extra_modes = {"fewshot": _fewshot_mode}
+    groups = norm_groups_for(self.kind, self.model)
+    self.head = head_from_config(config, self.num_points, "head", groups)
+    self.fewshot_head = head_from_config(config, self.num_points,
+                                         "fewshot_head", groups)
+    self.extra_modes = {**self.extra_modes, "fewshot": fewshot.fewshot_mode,
+                        "all_annotations": all_annotations_mode}
 
   def load_frozen(self):
     self.frozen_params()
+    if self._mean_shape is None:
+      count = int(self.config.detection.get("mean_shape_faces", 256))
+      lms = stage2.load_arrays(self.config,
+                               self.train_records[:count])["landmarks"]
+      self._mean_shape = np.mean(lms, axis=0).astype(np.float32)
 
   def frozen_params(self):
     if self._frozen is None:
       self._frozen = load_stage2_params(self.config, self.model)
     return self._frozen
 
+  def cache(self, images: np.ndarray) -> np.ndarray:
+    """Cached `detection.feature_kind` features of uint8 crops."""
+    d = self.config.detection
+    return cache_features(self.model, self.frozen_params(), images, self.kind,
+                          stride=detection_stride(self.config),
+                          dtype=np.dtype(d.get("cache_dtype", "float32")))
+
   def features(self, params, images):
-    f = self.model.dense_features(params, images, self.kind)
+    f = self.model.dense_features(params, images, self.kind,
+                                  detection_stride(self.config))
     return jax.lax.stop_gradient(f)
 
   def init_variables(self, rng, batch):
     frozen = jax.tree.map(jnp.asarray, self.frozen_params())
     feats = self.features(frozen, batch["image"][:1])
-    head = self.head.init(rng, feats)["params"]
+    mean = normalise_points(self._mean_shape, self.size)
+    head = kh.init_params(self.head, rng, feats, mean)["params"]
     return {**frozen, "head": head}, {}
 
   def trainable_mask(self, params):
@@ -330,11 +328,12 @@ class DetectionMethod(stage2.Stage2Method):
 
   def loss_fn(self, params, model_state, batch, rng, step):
     del rng, step
+    d = self.config.detection
     pred = self.forward(params, model_state, batch)
     target = normalise_points(batch["landmarks"].astype(jnp.float32),
                               self.size)
-    per = jnp.mean(smooth_l1(pred - target,
-                             float(self.config.detection.beta)), axis=(1, 2))
+    scaled = float(d.get("loss_alpha", 10.0)) * (pred - target)
+    per = jnp.mean(smooth_l1(scaled, float(d.beta)), axis=(1, 2))
     w = batch["valid"].astype(jnp.float32)
     loss = jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1.0)
     return loss, (model_state, {"smooth_l1": loss})
@@ -342,19 +341,12 @@ class DetectionMethod(stage2.Stage2Method):
   def eval_step(self, params, model_state, batch):
     pred = denormalise_points(self.forward(params, model_state, batch),
                               self.size)
-    left, right = metrics_lib.normaliser(self.config.detection.normaliser)
-    nme = metrics_lib.nme(pred, batch["landmarks"].astype(jnp.float32), left,
-                          right)
-    return {"nme": 100.0 * nme}
+    gt = batch["landmarks"].astype(jnp.float32)
+    return {"nme": _nme_jnp(pred, gt, self.config.detection.normaliser)}
 
   def evaluate(self, outputs, split):
     del split
     return {"nme": float(np.mean(outputs["nme"]))}
-
-
-def _fewshot_mode(method, config, workdir):
-  from sce_mae_jax import fewshot  # pylint: disable=g-import-not-at-top
-  return fewshot.fewshot_mode(method, config, workdir)
 
 
 def make_method(config) -> DetectionMethod:
@@ -362,15 +354,41 @@ def make_method(config) -> DetectionMethod:
 
 
 def base_config():
-  """Stage-2 defaults plus the detection head / training settings."""
+  """Stage-2 defaults plus the detection heads and their training.
+
+  All-annotation keys follow DVE's aflw-mtfl-keypoints configs; the few-shot
+  ones (`fewshot_*`) DVE's aflw-mtfl-limit-annos configs with a cosine
+  schedule and CL's epoch length; see `keypoint_head` for the heads.
+  """
   import ml_collections  # pylint: disable=g-import-not-at-top
   c = stage2.base_config()
   c.method = "sce_mae_detection"
   c.detection = ml_collections.ConfigDict(dict(
-      stage2_workdir="", feature_kind="concat", intermediate=50,
-      per_landmark=True, hidden=256, softargmax_mul=1.0, beta=1.0,
-      normaliser="five_point", fewshot_counts=(1, 5, 10, 20, 50, 100),
-      fewshot_seeds=(0, 1, 2), fewshot_steps=500, fewshot_batch_size=32,
-      learning_rate=1e-3))
+      stage2_workdir="", feature_kind="concat", normaliser="five_point",
+      stride=0,                       # 0: inference.stride.
+      # Heads.
+      head="conv_block", fewshot_head="intermediate", intermediate=50,
+      per_landmark=True, readout_init="mean_points",
+      hidden=256, softargmax_mul=1.0,                       # conv block
+      regressor_softmax_mul=100.0, regressor_normalise=True,  # DVE regressor
+      regressor_init_logit_std=0.1,
+      # Loss (DVE regression_loss) and optimiser (shared).
+      loss_alpha=10.0, beta=1.0, amsgrad=True, decoupled_weight_decay=False,
+      # All annotations (--mode=all_annotations).
+      learning_rate=1e-3, weight_decay=5e-4, epochs=300, batch_size=32,
+      schedule="piecewise", lr_drops=(1 / 3, 5 / 6), lr_drop_factor=0.1,
+      warmup_steps=0,
+      flip=True, tps_augment=False, eval_every=1, cache_dtype="float32",
+      mean_shape_faces=256,
+      # TPS warp of cached features (tps.<warp>(key, **warp_kwargs)).
+      warp="random_dve_warp",
+      warp_kwargs=dict(warpsd_all=0.0005, warpsd_subset=0.0, transsd=0.02,
+                       scalesd=0.02, rotsd=2.0),
+      # Few annotations (--mode=fewshot).
+      fewshot_counts=(1, 5, 10, 20, 50, 100), fewshot_seeds=(0, 1, 2),
+      fewshot_steps=0, fewshot_epochs=50, fewshot_epoch_length=1000,
+      fewshot_batch_size=32, fewshot_learning_rate=0.01,
+      fewshot_weight_decay=5e-4, fewshot_schedule="cosine",
+      fewshot_warmup_steps=0, fewshot_tps=True))
   c.optimizer.learning_rate = 1e-3
   return c

@@ -2,12 +2,24 @@
 
 For each count n in (1, 5, 10, 20, 50, 100) and each seed (>= 3), n training
 faces are drawn (`sample_few_shot`, reproducible from (seed, n), always from
-the training pool, never from the validation faces), the detection head
-(`detection.DetectionHead`) is trained on the cached frozen features of those
-faces (`detection.fit_head`) and evaluated on the whole validation split; the
+the training pool, never from the validation faces), a keypoint head
+(default: DVE / CL's `keypoint_head.IntermediateKeypointRegressor`,
+`detection.fewshot_head`) is trained on the cached frozen features of those
+faces (`keypoint_head.fit`) and evaluated on the whole validation split; the
 table reports NME (% inter-ocular) mean +- std over seeds (std with ddof=0,
-i.e. the population std of the per-seed NMEs), written as Markdown and JSON
+i.e. the population std of the per-seed NMEs), with the NME of the mean shape
+of the same n faces as a reference row, written as Markdown and JSON
 (`run_fewshot`).
+
+Training (`fewshot_settings`, after DVE's aflw-mtfl-limit-annos configs and
+CL's eval_face.py): the n faces are tiled to a fixed epoch length
+(`fewshot_epoch_length`, CL's 1000; DVE tiles to the training-set size), every
+step warps each face's cached feature map and landmarks by a fresh random TPS
+(`fewshot_tps`, `detection.warp` / `warp_kwargs`: DVE's WarperSingle
+settings; DVE instead draws one warp per tiled copy once, when it caches the
+descriptors), AMSGrad at lr 0.01 with L2 weight decay 5e-4 (CL: 0.05 for its
+ResNet features), cosine decay (CL; DVE keeps the rate constant) over
+`fewshot_epochs` epochs; the head starts at the mean shape of the n faces.
 
 Run:  python run.py --config=configs/mtfl_detection.py --mode=fewshot \
           --workdir=/tmp/mtfl_fewshot \
@@ -16,13 +28,15 @@ Run:  python run.py --config=configs/mtfl_detection.py --mode=fewshot \
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Callable, Dict, Optional, Sequence
 
+import flax.linen as nn
 import numpy as np
 
-from sce_mae_jax import detection
+from sce_mae_jax import keypoint_head as kh
 from sce_mae_jax import stage2
 
 
@@ -74,22 +88,54 @@ def markdown_table(summary: Dict[int, Dict[str, float]], title: str,
   return "\n".join(lines)
 
 
-def run_fewshot(model: stage2.FeatureModel, params, head: detection.DetectionHead,
+def fewshot_settings(d, **overrides) -> kh.TrainSettings:
+  """`TrainSettings` of one few-shot run from `config.detection`."""
+  s = kh.TrainSettings(
+      epochs=int(d.get("fewshot_epochs", 50)),
+      steps=int(d.get("fewshot_steps", 0)),
+      epoch_length=int(d.get("fewshot_epoch_length", 1000)),
+      batch_size=int(d.fewshot_batch_size),
+      learning_rate=float(d.get("fewshot_learning_rate", 0.01)),
+      schedule=d.get("fewshot_schedule", "cosine"),
+      warmup_steps=int(d.get("fewshot_warmup_steps", 0)),
+      weight_decay=float(d.get("fewshot_weight_decay", 5e-4)),
+      decoupled_weight_decay=bool(d.get("decoupled_weight_decay", False)),
+      amsgrad=bool(d.get("amsgrad", True)),
+      loss_alpha=float(d.get("loss_alpha", 10.0)), beta=float(d.beta))
+  return dataclasses.replace(s, **overrides)
+
+
+def fewshot_augment(d, image_size: int) -> Optional[kh.TpsAugment]:
+  """The per-step TPS augmentation (`fewshot_tps`), or None."""
+  if not bool(d.get("fewshot_tps", True)):
+    return None
+  return kh.named_tps_augment(image_size, d.get("warp", "random_dve_warp"),
+                              dict(d.get("warp_kwargs", {})))
+
+
+def run_fewshot(encode: Callable[[np.ndarray], np.ndarray], head: nn.Module,
                 load_train: Callable[[np.ndarray], Dict[str, np.ndarray]],
-                num_train: int, val: Dict[str, np.ndarray], *,
+                num_train: int, val: Dict[str, np.ndarray],
+                settings: kh.TrainSettings = kh.TrainSettings(), *,
+                augment: Optional[kh.Augment] = None,
                 counts=(1, 5, 10, 20, 50, 100), seeds=(0, 1, 2),
-                kind: str = "concat", normaliser: str = "five_point",
-                steps: int = 500, batch_size: int = 32,
-                learning_rate: float = 1e-3, beta: float = 1.0,
-                out_dir: Optional[str] = None, title: str = "faces",
-                log=print) -> Dict[int, Dict[str, float]]:
+                normaliser="five_point", out_dir: Optional[str] = None,
+                title: str = "faces", log=print
+                ) -> Dict[int, Dict[str, float]]:
   """The limited-annotation table.
 
   Args:
+    encode: uint8 crops `[m, S, S, 3]` -> cached features `[m, h, w, C]`.
+    head: the keypoint head (re-initialised for every run).
     load_train: `indices -> stage2.load_arrays` of those training faces (in
       that order); only the sampled faces are decoded and encoded, once each.
     num_train: size of the training pool (indices 0 .. num_train - 1).
     val: `stage2.load_arrays` of the validation faces.
+    settings: training of one run; its seed is replaced by the run's seed.
+    augment: e.g. `kh.TpsAugment` (per step), or None.
+
+  Returns:
+    count -> {"mean", "std", "runs", "mean_shape_reference"}.
   """
   if len(seeds) < 3:
     log(f"warning: {len(seeds)} seeds; the protocol asks for >= 3")
@@ -97,27 +143,28 @@ def run_fewshot(model: stage2.FeatureModel, params, head: detection.DetectionHea
   pool = np.arange(num_train)
   draws = {(n, s): sample_few_shot(pool, n, s) for n in counts for s in seeds}
   needed = np.unique(np.concatenate(list(draws.values())))
-  log(f"caching {kind} features of {needed.size} training and "
+  log(f"caching features of {needed.size} training and "
       f"{val['image'].shape[0]} validation faces")
   train = load_train(needed)
-  feats = detection.cache_features(model, params, train["image"], kind)
+  feats = encode(train["image"])
   where = {int(i): j for j, i in enumerate(needed)}
-  val_feats = detection.cache_features(model, params, val["image"], kind)
+  val_feats = encode(val["image"])
   nmes: Dict[int, list] = {}
   reference: Dict[int, list] = {}
   for (n, s), idx in draws.items():
     rows = np.array([where[int(i)] for i in idx])
-    per_face, losses = detection.fit_and_evaluate(
-        head, feats[rows], train["landmarks"][rows], val_feats,
-        val["landmarks"], size, normaliser=normaliser, steps=steps,
-        batch_size=batch_size, learning_rate=learning_rate, beta=beta, seed=s)
-    nme = float(np.mean(per_face))
+    lms = train["landmarks"][rows]
+    result = kh.fit(head, feats[rows], lms, size,
+                    dataclasses.replace(settings, seed=int(s)),
+                    augment=augment)
+    nme = float(np.mean(kh.evaluate(head, result.params, val_feats,
+                                    val["landmarks"], size, normaliser)))
     nmes.setdefault(n, []).append(nme)
     reference.setdefault(n, []).append(float(np.mean(
-        detection.mean_shape_nme(train["landmarks"][rows], val["landmarks"],
-                                 normaliser))))
-    log(f"n={n} seed={s}: train loss {losses[-1]:.4g}, val NME {nme:.2f}% "
-        f"(mean shape of the {n} faces: {reference[n][-1]:.2f}%)")
+        kh.mean_shape_nme(lms, val["landmarks"], normaliser))))
+    log(f"n={n} seed={s}: {result.losses.size} steps, final epoch loss "
+        f"{result.history[-1]['train_loss']:.4g}, val NME {nme:.2f}% (mean "
+        f"shape of the {n} faces: {reference[n][-1]:.2f}%)")
   summary = summarise(nmes)
   reference = summarise(reference)
   for n in summary:
@@ -129,23 +176,25 @@ def run_fewshot(model: stage2.FeatureModel, params, head: detection.DetectionHea
       json.dump({str(k): v for k, v in summary.items()}, f, indent=2)
     with open(os.path.join(out_dir, "fewshot.md"), "w") as f:
       f.write(table + "\n")
+    with open(os.path.join(out_dir, "fewshot_settings.json"), "w") as f:
+      json.dump({"head": repr(head), "augment": repr(augment),
+                 "settings": dataclasses.asdict(settings)}, f, indent=2)
   log(table)
   return summary
 
 
 def fewshot_mode(method, config, workdir):
-  """`--mode=fewshot` of the detection method."""
+  """`--mode=fewshot` of the detection method (`detection.DetectionMethod`:
+  its `cache`, `fewshot_head`, `train_records`, `eval_records`)."""
   d = config.detection
-  params = method.frozen_params()
   records = method.train_records
   load_train = lambda idx: stage2.load_arrays(config,
                                               [records[int(i)] for i in idx])
   val = stage2.load_arrays(config, method.eval_records[
       config.data.eval_splits[0]])
   return run_fewshot(
-      method.model, params, method.head, load_train, len(records), val,
+      method.cache, method.fewshot_head, load_train, len(records), val,
+      fewshot_settings(d), augment=fewshot_augment(d, val["image"].shape[1]),
       counts=tuple(d.fewshot_counts), seeds=tuple(d.fewshot_seeds),
-      kind=d.feature_kind, normaliser=d.normaliser,
-      steps=int(d.fewshot_steps), batch_size=int(d.fewshot_batch_size),
-      learning_rate=float(d.learning_rate), beta=float(d.beta),
-      out_dir=workdir, title=f"{config.data.name} faces")
+      normaliser=d.normaliser, out_dir=workdir,
+      title=f"{config.data.name} faces")

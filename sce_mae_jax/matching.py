@@ -1,38 +1,53 @@
 """Landmark matching (DVE protocol, SCE-MAE Sec. 4.1, Table 1 and 4).
 
-Pairs from a test split (`make_pairs`): pair i uses reference image
-`a_i = i mod n`;
-  * same identity: the reference and its random thin-plate-spline warp
-    (`tps.warp_pair`: similarity + control-point jitter, landmarks warped with
-    it),
-  * different identity: the reference and the warp of another image
-    `b_i = (i + 1) mod n` (DVE compares the first image of a batch pair with
-    the warped second one).
-For every annotated landmark of the reference, its feature is compared by
-cosine similarity with every pixel of the target's features, both upsampled
+Pairs (`make_pairs`) follow DVE's `test_matching.py`: the test split in its
+order is cut into consecutive faces `(2k, 2k + 1)`, `k < n // 2` (DVE's
+DataLoader with batch_size 2, shuffle off, drop_last). Every face gets DVE's
+pair warper (`utils/tps.py`, `Warper`): a random TPS warp `W1` and, on top of
+it, a second one `W2`, so its two views are `I o G1` and `I o G1 o G2`. The
+Warper returns them reversed (more warped first), so in pair k:
+
+  * source: face 2k warped twice (`W1` then `W2`),
+  * same identity: face 2k warped once (`W1`),
+  * different identity: face 2k + 1 warped once (its own `W1`),
+
+each with its landmarks moved by the same warps (`tps.warp_landmarks`). Warps
+are `tps.random_dve_warp` with DVE's evaluation parameters by default
+(`warp_type` "dve"), or the earlier similarity + control jitter
+(`tps.random_tps_warp`, `warp_type` "similarity_jitter"); see `warp_sampler`.
+
+For every landmark of the source, its feature is compared by cosine
+similarity with every pixel of the target's features, both upsampled
 bilinearly to the image size (`upsample_features`); the argmax pixel is the
 match (`match_points`). The error is the Euclidean distance to the target's
 landmark, reported in a 70 x 70 frame (`to_dve_frame`): DVE evaluates on
-70 x 70 MAFL crops (CelebA resized to 100, centre 70, `imwidth 100 crop 15`
-in their configs) and averages raw pixel errors there; our crops are 96 px, so
-errors are multiplied by 70 / 96 to be comparable with DVE/CL/SCE-MAE tables.
+70 x 70 MAFL crops (CelebA resized to 100, centre 70) and averages raw pixel
+errors there; errors at our crop size are scaled by 70 / size.
+`baseline_matching` scores image-free matchers on the same pairs and
+`paired_bootstrap` compares two matchers pair by pair.
 
-Differences to DVE's `test_matching.py` (read via the search tools): DVE
-queries the descriptor at the rounded landmark on the stride grid and takes
-the argmax on the (not upsampled) target grid times the stride; we follow the
-SCE-MAE text ("features upsampled to the image") and sample the reference
-feature bilinearly at the exact landmark. DVE's random warps:
-`transsd 0.05, scalesd 0.05, rotsd 2.5 deg` plus small control-point jitter;
-our defaults (`warp` config) are of that order. SCE-MAE uses 1000 pairs
-(500 same + 500 different); we evaluate every pair both ways (`num_pairs`
-references, each against its warp and against another image).
+Differences to DVE's code:
+  * descriptors: DVE queries the descriptor at the rounded landmark on the
+    stride grid and takes the argmax on the target grid times the stride; we
+    follow the SCE-MAE text ("features upsampled to the image") and sample
+    the source feature bilinearly at the exact landmark;
+  * landmarks: DVE snaps each warped landmark to the nearest warped pixel; we
+    invert the sampling map exactly and snap only where that fails;
+  * DVE warps the 100 px image and then crops 15 px per side, so the warp's
+    normalised frame is the uncropped image and the borders show real
+    content; we warp our crop itself (zeros outside, as `grid_sample`);
+  * warped images are rounded to the input's integer type (DVE truncates to
+    uint8); DVE's kernel has a `+1e-5` inside the log (`tps.random_dve_warp`);
+  * random draws come from JAX keys (same distributions, different numbers
+    than DVE's torch seed 0).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +57,16 @@ from sce_mae_jax import projector as projector_lib
 from sce_mae_jax import tps as tps_lib
 
 DVE_FRAME = 70.0
+WARP_TYPES = ("dve", "similarity_jitter")
+_WARP_KEYS = {
+    "dve": frozenset({"warpsd_all", "warpsd_subset", "transsd", "scalesd",
+                      "rotsd", "grid_size"}),
+    "similarity_jitter": frozenset({"control_sd", "rotation_sd_deg",
+                                    "scale_sd", "translation_sd",
+                                    "grid_size"}),
+}
+_WARP_FNS = {"dve": tps_lib.random_dve_warp,
+             "similarity_jitter": tps_lib.random_tps_warp}
 
 
 def upsample_features(features: jax.Array, size: int) -> jax.Array:
@@ -95,93 +120,298 @@ def pair_errors(src_feats: jax.Array, tgt_feats: jax.Array,
   return np.linalg.norm(pred - np.asarray(tgt_points), axis=-1)
 
 
-def make_pairs(images: np.ndarray, landmarks: np.ndarray, num_pairs: int,
-               seed: int = 0, warp_kwargs: Optional[dict] = None
-               ) -> Dict[str, np.ndarray]:
-  """Reference indices and warped targets (see the module docstring).
+# ---------------------------------------------------------------- pairs ----
+
+def warp_sampler(warp_kwargs: Optional[dict] = None
+                 ) -> Tuple[str, Callable[[jax.Array], tps_lib.TpsWarp]]:
+  """The warp family and its sampler `key -> TpsWarp` from a config dict.
+
+  `warp_kwargs` holds the keyword arguments of the family's function and an
+  optional `"type"` (`WARP_TYPES`). Without a type, the family is
+  "similarity_jitter" when a key only it has is present (configs written
+  before the DVE warps) and "dve" otherwise (so `{}` is DVE's evaluation
+  warp).
 
   Returns:
-    `ref` int `[P]`, `other` int `[P]`, `same_image` / `diff_image` float32
-    `[P, S, S, 3]` (0..255), `same_points` / `diff_points` `[P, K, 2]`.
+    `(warp type, sampler)`.
+
+  Raises:
+    ValueError: unknown type, or keys the family does not take.
+  """
+  kwargs = dict(warp_kwargs or {})
+  warp_type = kwargs.pop("type", None)
+  if warp_type is None:
+    only_jitter = _WARP_KEYS["similarity_jitter"] - _WARP_KEYS["dve"]
+    warp_type = "similarity_jitter" if only_jitter & set(kwargs) else "dve"
+  if warp_type not in WARP_TYPES:
+    raise ValueError(f"warp type must be one of {WARP_TYPES}, got "
+                     f"{warp_type!r}.")
+  unknown = sorted(set(kwargs) - _WARP_KEYS[warp_type])
+  if unknown:
+    raise ValueError(f"{warp_type!r} warps take {sorted(_WARP_KEYS[warp_type])}"
+                     f", got unknown {unknown}.")
+  return warp_type, functools.partial(_WARP_FNS[warp_type], **kwargs)
+
+
+def _quantize_like(images: jax.Array, dtype: np.dtype) -> jax.Array:
+  """Warped float images -> `dtype` (rounded and clipped when integer)."""
+  if not np.issubdtype(dtype, np.integer):
+    return images.astype(dtype)
+  info = np.iinfo(dtype)
+  return jnp.clip(jnp.round(images), info.min, info.max).astype(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_fn(warp_items: Tuple[Tuple[str, object], ...],
+             image_size: Tuple[int, int], dtype: np.dtype):
+  """Jitted, batched `(keys, faces 2k, faces 2k + 1) -> pair arrays`.
+
+  Cached on its (hashable) arguments so repeated `make_pairs` calls with the
+  same settings compile once.
+  """
+  _, draw = warp_sampler(dict(warp_items))
+
+  def one(key, image_a, points_a, image_b, points_b):
+    k_first, k_second, k_other = jax.random.split(key, 3)
+    first, second, other = draw(k_first), draw(k_second), draw(k_other)
+    move = functools.partial(tps_lib.warp_landmarks, image_size=image_size)
+    same = tps_lib.warp_image(image_a.astype(jnp.float32), first)
+    same_pts, snap_same = move(points_a, first)
+    source = tps_lib.warp_image(same, second)
+    source_pts, snap_source = move(same_pts, second)
+    diff = tps_lib.warp_image(image_b.astype(jnp.float32), other)
+    diff_pts, snap_diff = move(points_b, other)
+    return {
+        "source_image": _quantize_like(source, dtype),
+        "same_image": _quantize_like(same, dtype),
+        "diff_image": _quantize_like(diff, dtype),
+        "source_points": source_pts, "same_points": same_pts,
+        "diff_points": diff_pts,
+        "snapped": snap_same | snap_source | snap_diff,
+        "warps": {"source_first": first, "source_second": second,
+                  "diff": other},
+    }
+
+  return jax.jit(jax.vmap(one))
+
+
+def num_available_pairs(num_faces: int,
+                        num_pairs: Optional[int] = None) -> int:
+  """`n // 2` DVE pairs, capped by `num_pairs` (None or 0: all)."""
+  if num_pairs is not None and num_pairs < 0:
+    raise ValueError(f"num_pairs must be >= 0 or None, got {num_pairs}.")
+  available = num_faces // 2
+  return available if not num_pairs else min(int(num_pairs), available)
+
+
+def make_pairs(images: np.ndarray, landmarks: np.ndarray,
+               num_pairs: Optional[int] = None, seed: int = 0,
+               warp_kwargs: Optional[dict] = None,
+               batch_size: int = 32) -> Dict[str, np.ndarray]:
+  """DVE's matching pairs of a test split (see the module docstring).
+
+  Pair k uses faces 2k and 2k + 1 and the key `fold_in(PRNGKey(seed), k)`,
+  so capping `num_pairs` keeps a prefix of the same pairs.
+
+  Args:
+    images: `[n, H, W, C]` faces (n >= 2), in split order.
+    landmarks: `[n, K, 2]` `(x, y)` pixels of the faces.
+    num_pairs: at most this many pairs (None or 0: all `n // 2`).
+    seed: warp seed.
+    warp_kwargs: warp family and parameters (`warp_sampler`).
+    batch_size: pairs warped per jitted call.
+
+  Returns:
+    `source_index` / `diff_index` int `[P]` (2k, 2k + 1); `source_image`,
+    `same_image`, `diff_image` `[P, H, W, C]` in the images' dtype;
+    `source_points`, `same_points`, `diff_points` float32 `[P, K, 2]`;
+    `snapped` bool `[P, K]` (a landmark map of the pair fell back to
+    nearest-pixel snapping); `warps` (the `TpsWarp`s, stacked); `warp_type`.
   """
   n = images.shape[0]
   if n < 2:
     raise ValueError("matching needs at least 2 test images.")
-  ref = np.arange(num_pairs) % n
-  other = (ref + 1) % n
-  warp_kwargs = dict(warp_kwargs or {})
-  keys = jax.random.split(jax.random.PRNGKey(seed), 2 * num_pairs)
-  warp = jax.jit(lambda k, im, pts: tps_lib.warp_pair(
-      k, im, pts, padding="zeros", **warp_kwargs)[:2])
-  out = {"same_image": [], "same_points": [], "diff_image": [],
-         "diff_points": []}
-  for i in range(num_pairs):
-    for tag, j, key in (("same", ref[i], keys[2 * i]),
-                        ("diff", other[i], keys[2 * i + 1])):
-      im, pts = warp(key, jnp.asarray(images[j], jnp.float32),
-                     jnp.asarray(landmarks[j], jnp.float32))
-      out[f"{tag}_image"].append(np.asarray(im))
-      out[f"{tag}_points"].append(np.asarray(pts))
-  res = {k: np.stack(v) for k, v in out.items()}
-  res["ref"], res["other"] = ref, other
-  return res
+  count = num_available_pairs(n, num_pairs)
+  warp_type, _ = warp_sampler(warp_kwargs)  # Validates before compiling.
+  items = tuple(sorted(dict(warp_kwargs or {}, type=warp_type).items()))
+  fn = _pair_fn(items, tuple(images.shape[1:3]), np.dtype(images.dtype))
+  base = jax.random.PRNGKey(seed)
+  chunks = []
+  for start in range(0, count, batch_size):
+    ks = np.arange(start, start + batch_size)
+    ks = np.minimum(ks, count - 1)  # Pads the last chunk (one compile).
+    keys = jax.vmap(lambda k: jax.random.fold_in(base, k))(jnp.asarray(ks))
+    out = fn(keys, jnp.asarray(images[2 * ks]),
+             jnp.asarray(landmarks[2 * ks], jnp.float32),
+             jnp.asarray(images[2 * ks + 1]),
+             jnp.asarray(landmarks[2 * ks + 1], jnp.float32))
+    keep = min(batch_size, count - start)
+    chunks.append(jax.tree.map(lambda x, m=keep: np.asarray(x)[:m], out))
+  pairs = jax.tree.map(lambda *xs: np.concatenate(xs), *chunks)
+  pairs["source_index"] = 2 * np.arange(count)
+  pairs["diff_index"] = 2 * np.arange(count) + 1
+  pairs["warp_type"] = warp_type
+  return pairs
+
+
+# -------------------------------------------------------------- results ----
+
+def _result(kind: str, pairs: Dict[str, np.ndarray], same_px: np.ndarray,
+            diff_px: np.ndarray) -> Dict[str, object]:
+  """Means and per-pair errors (70 px frame) of one matcher on `pairs`."""
+  size = pairs["source_image"].shape[2]
+  same = to_dve_frame(np.asarray(same_px, np.float64), size)
+  diff = to_dve_frame(np.asarray(diff_px, np.float64), size)
+  return {"same": float(np.mean(same)), "diff": float(np.mean(diff)),
+          "same_px": float(np.mean(same_px)),
+          "diff_px": float(np.mean(diff_px)),
+          "same_errors": same, "diff_errors": diff,
+          "source_index": np.asarray(pairs["source_index"]),
+          "diff_index": np.asarray(pairs["diff_index"]),
+          "num_pairs": int(same.shape[0]),
+          "num_snapped": int(np.sum(pairs["snapped"])),
+          "warp_type": str(pairs["warp_type"]), "feature_kind": kind}
 
 
 def evaluate_matching(model, params, arrays: Dict[str, np.ndarray], *,
-                      kind: str = "projector", num_pairs: int = 1000,
+                      kind: str = "projector",
+                      num_pairs: Optional[int] = None,
                       seed: int = 0, warp_kwargs: Optional[dict] = None,
                       batch_size: int = 16,
                       stride: Optional[int] = None,
-                      examples: Optional[list] = None) -> Dict[str, float]:
-  """Same / different identity mean errors (70 px frame) of one feature kind.
+                      examples: Optional[list] = None,
+                      pairs: Optional[Dict[str, np.ndarray]] = None
+                      ) -> Dict[str, object]:
+  """Same / different identity errors (70 px frame) of one feature kind.
 
   Args:
     model: a `stage2.FeatureModel`.
     params: `{"encoder", "projector"}`.
     arrays: `stage2.load_arrays` output (images + crop landmarks).
     kind: feature kind (`stage2.FEATURE_KINDS`).
+    num_pairs, seed, warp_kwargs: passed to `make_pairs`.
+    batch_size: pairs per feature batch.
+    stride: dense-feature stride (None: the model's default).
     examples: when a list, the first batch's pairs are appended to it as
       dicts (`kind` "same" | "diff", `source_image`, `target_image`,
       `source_points`, `matched_points`, `target_points`, pixels), for
       `star_jax.figures.matching_pairs`.
+    pairs: precomputed `make_pairs` output (then `arrays`, `num_pairs`,
+      `seed` and `warp_kwargs` are not used).
+
+  Returns:
+    `same`, `diff` (mean errors, 70 px frame), `same_px`, `diff_px` (mean
+    errors at the crop size), `same_errors`, `diff_errors` (float64 `[P, K]`,
+    70 px frame; `paired_bootstrap`), `source_index`, `diff_index`,
+    `num_pairs`, `num_snapped`, `warp_type`, `feature_kind`.
   """
-  images = arrays["image"]
-  size = images.shape[1]
-  pairs = make_pairs(images, arrays["landmarks"], num_pairs, seed, warp_kwargs)
+  if pairs is None:
+    pairs = make_pairs(arrays["image"], arrays["landmarks"], num_pairs, seed,
+                       warp_kwargs)
+  size = pairs["source_image"].shape[2]
   feats = jax.jit(lambda im: model.dense_features(params, im, kind, stride))
   errs = {"same": [], "diff": []}
-  for start in range(0, num_pairs, batch_size):
+  for start in range(0, pairs["source_image"].shape[0], batch_size):
     sl = slice(start, start + batch_size)
-    ref = pairs["ref"][sl]
-    src = feats(jnp.asarray(images[ref]))
-    src_pts = jnp.asarray(arrays["landmarks"][ref])
+    src = feats(jnp.asarray(pairs["source_image"][sl]))
+    src_pts = pairs["source_points"][sl]
     for tag in ("same", "diff"):
       tgt = feats(jnp.asarray(pairs[f"{tag}_image"][sl]))
-      matched = pair_matches(src, tgt, src_pts, size)
+      matched = pair_matches(src, tgt, jnp.asarray(src_pts), size)
       true = pairs[f"{tag}_points"][sl]
       errs[tag].append(np.linalg.norm(matched - true, axis=-1))
       if examples is not None and start == 0:
         examples.extend(
-            {"kind": tag, "source_image": images[r],
-             "target_image": pairs[f"{tag}_image"][sl][i],
-             "source_points": arrays["landmarks"][r],
-             "matched_points": matched[i], "target_points": true[i]}
-            for i, r in enumerate(ref))
-  same = to_dve_frame(np.concatenate(errs["same"]), size)
-  diff = to_dve_frame(np.concatenate(errs["diff"]), size)
-  return {"same": float(np.mean(same)), "diff": float(np.mean(diff)),
-          "same_px": float(np.mean(same) * size / DVE_FRAME),
-          "diff_px": float(np.mean(diff) * size / DVE_FRAME),
-          "num_pairs": int(num_pairs), "feature_kind": kind}
+            {"kind": tag, "source_image": pairs["source_image"][i],
+             "target_image": pairs[f"{tag}_image"][i],
+             "source_points": src_pts[i], "matched_points": matched[i],
+             "target_points": true[i]}
+            for i in range(len(src_pts)))
+  return _result(kind, pairs, np.concatenate(errs["same"]),
+                 np.concatenate(errs["diff"]))
 
 
-def format_result(result: Dict[str, float]) -> str:
-  return (f"matching ({result['feature_kind']}, {result['num_pairs']} pairs): "
+def baseline_matching(pairs: Dict[str, np.ndarray],
+                      mean_shape: Optional[np.ndarray] = None
+                      ) -> Dict[str, object]:
+  """An image-free matcher on `pairs`, in `evaluate_matching`'s layout.
+
+  Without `mean_shape`, the identity matcher: every landmark is matched to
+  its own source pixel (what a matcher gets by ignoring both images). With
+  `mean_shape` `[K, 2]` (crop pixels, e.g. the mean landmarks of training
+  faces), landmark k is matched to `mean_shape[k]` in every target.
+
+  Returns:
+    The `evaluate_matching` result dict, `feature_kind` "identity" or
+    "mean_shape".
+  """
+  src = np.asarray(pairs["source_points"], np.float64)
+  if mean_shape is None:
+    kind, pred = "identity", src
+  else:
+    mean_shape = np.asarray(mean_shape, np.float64)
+    if mean_shape.shape != src.shape[1:]:
+      raise ValueError(f"mean_shape must be {src.shape[1:]}, got "
+                       f"{mean_shape.shape}.")
+    kind, pred = "mean_shape", np.broadcast_to(mean_shape, src.shape)
+  errors = {tag: np.linalg.norm(pred - pairs[f"{tag}_points"], axis=-1)
+            for tag in ("same", "diff")}
+  return _result(kind, pairs, errors["same"], errors["diff"])
+
+
+def paired_bootstrap(errors_a: np.ndarray, errors_b: np.ndarray,
+                     num_samples: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> Dict[str, float]:
+  """Bootstrap of the mean error difference `a - b` over the same pairs.
+
+  Each pair's landmark errors are averaged first (`[P, K]` -> `[P]`; `[P]`
+  is used as is), and pairs, not landmarks, are resampled with replacement:
+  the landmarks of one face are not independent samples.
+
+  Args:
+    errors_a, errors_b: `[P, K]` or `[P]` errors of two matchers on the same
+      pairs (e.g. `evaluate_matching(...)["same_errors"]`).
+    num_samples: bootstrap resamples.
+    seed: `np.random.default_rng` seed.
+    confidence: central coverage of the percentile interval.
+
+  Returns:
+    `mean_difference` (mean over pairs of `a - b`), `low`, `high` (the
+    percentile interval), `num_pairs`, `num_samples`.
+  """
+  a, b = np.asarray(errors_a, np.float64), np.asarray(errors_b, np.float64)
+  if a.shape != b.shape or a.ndim not in (1, 2) or a.shape[0] < 1:
+    raise ValueError("errors_a and errors_b must be equal [P, K] or [P] "
+                     f"arrays with P >= 1, got {a.shape} and {b.shape}.")
+  if num_samples < 1 or not 0.0 < confidence < 1.0:
+    raise ValueError(f"need num_samples >= 1 and 0 < confidence < 1, got "
+                     f"{num_samples} and {confidence}.")
+  diff = (a.mean(axis=1) - b.mean(axis=1)) if a.ndim == 2 else a - b
+  rng = np.random.default_rng(seed)
+  idx = rng.integers(0, diff.shape[0], size=(num_samples, diff.shape[0]))
+  means = diff[idx].mean(axis=1)
+  tail = 50.0 * (1.0 - confidence)
+  low, high = np.percentile(means, [tail, 100.0 - tail])
+  return {"mean_difference": float(diff.mean()), "low": float(low),
+          "high": float(high), "num_pairs": int(diff.shape[0]),
+          "num_samples": int(num_samples)}
+
+
+def format_result(result: Dict[str, object]) -> str:
+  return (f"matching ({result['feature_kind']}, {result['num_pairs']} pairs, "
+          f"{result.get('warp_type', 'dve')} warps): "
           f"same {result['same']:.3f}  diff {result['diff']:.3f}  "
           "(mean pixel error, 70 x 70 frame)")
+
+
+def json_default(value):
+  """`json.dump(..., default=json_default)`: NumPy arrays and scalars."""
+  if isinstance(value, (np.ndarray, np.generic)):
+    return value.tolist()
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable.")
 
 
 def write_result(result, path: str) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
-    json.dump(result, f, indent=2, sort_keys=True)
+    json.dump(result, f, indent=2, sort_keys=True, default=json_default)

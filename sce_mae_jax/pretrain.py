@@ -34,7 +34,8 @@ Data sets (`config.data.name`):
   "celeba"  CelebA train partition minus the MAFL test images (the SCE-MAE /
             DVE pretraining set), crop "dve_celeba"; held out: MAFL test.
   "faces"   every image file under `<yt68_root>/images` (labelled and
-            unlabelled frames) and under `<mtfl_root>` (the MTFL faces),
+            unlabelled frames) and the MTFL faces of the fixed "train" split
+            (`splits.mtfl_split_paths`; the MTFL val faces are never seen),
             except the frames of the yt68 *val* identities, which are the
             held-out set (identity = file name without its `_NN.jpg` frame
             suffix). Crop "center" (the frames are loose face crops).
@@ -56,6 +57,7 @@ import numpy as np
 
 from sce_mae_jax import mae as mae_lib
 from sce_mae_jax import reconstruction as recon_lib
+from sce_mae_jax import splits as splits_lib
 from training import loop as loop_lib
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -158,13 +160,21 @@ def yt68_val_identities(yt68_root: str) -> set:
   return {yt68_identity(r[0]) for r in rows if r}
 
 
-def faces_paths(yt68_root: str, mtfl_root: str):
-  """(train paths, held-out paths) of the "faces" set (module docstring)."""
+def faces_paths(yt68_root: str, mtfl_root: str, mtfl_num_val: int = 1000,
+                mtfl_split_seed: int = 0):
+  """(train paths, held-out paths) of the "faces" set (module docstring).
+
+  MTFL contributes the images of its fixed "train" split only
+  (`splits.mtfl_split_paths`, paths only, no coordinates read), so the MTFL
+  val faces that stage 2 and the protocols score on are never seen here.
+  """
   val_ids = yt68_val_identities(yt68_root)
   yt = list_images(os.path.join(yt68_root, "images"))
   heldout = [p for p in yt if yt68_identity(p) in val_ids]
   train = [p for p in yt if yt68_identity(p) not in val_ids]
-  train += list_images(mtfl_root) if mtfl_root else []
+  if mtfl_root:
+    train += [p for p in splits_lib.mtfl_split_paths(
+        mtfl_root, "train", mtfl_num_val, mtfl_split_seed) if os.path.isfile(p)]
   return train, heldout
 
 
@@ -198,7 +208,9 @@ class PretrainData:
           os.path.expanduser(d.root), d.get("check_images", "exists"))
     elif d.name == "faces":
       train, heldout = faces_paths(os.path.expanduser(d.yt68_root),
-                                   os.path.expanduser(d.mtfl_root))
+                                   os.path.expanduser(d.mtfl_root),
+                                   int(d.get("mtfl_num_val", 1000)),
+                                   int(d.get("mtfl_split_seed", 0)))
       self.train_records = pipeline.image_records(train)
       eval_records = pipeline.image_records(heldout)
     elif d.name == "folder":
@@ -466,6 +478,8 @@ def base_config():
   c.data.eval_root = ""             # "folder": held-out images.
   c.data.yt68_root = "../shared/data/yt68"
   c.data.mtfl_root = "../shared/data/mtfl"
+  c.data.mtfl_num_val = 1000        # MTFL val faces left out (stage 2's split).
+  c.data.mtfl_split_seed = 0
   c.data.crop_mode = "center"       # data.pipeline.sce_crop mode.
   c.data.margin = 1.25
   c.data.num_eval = 0               # 0: all held-out images.

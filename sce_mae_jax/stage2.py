@@ -27,15 +27,24 @@ vmapped over the shifts) of the backbone, of the projector, or both
 concatenated (detection).
 
 Data. `config.data.name`:
-  * "mtfl" (the shared 80 x 80 MTFL copy, ../shared/data/mtfl): the 10,000
-    faces of `training.txt` in file order are split ONCE by a seeded
-    permutation, `perm = np.random.default_rng(data.split_seed=0)
-    .permutation(10000)`: "val" = the faces `perm[:data.num_val=1000]`, "train"
-    = `perm[1000:]` (`fixed_split`). Crops: `sce_crop(mode="points",
-    margin=data.margin)` to 96 px.
+  * "mtfl" (the shared 80 x 80 MTFL copy, ../shared/data/mtfl): the lines of
+    `training.txt` in file order are split ONCE by a seeded permutation,
+    `perm = np.random.default_rng(data.split_seed=0).permutation(n_lines)`:
+    "val" = the faces `perm[:data.num_val=1000]`, "train" = the rest
+    (`splits.fixed_split` over the listed paths; faces the reader skips stay
+    out of both).
   * any other reader name (celeba, mafl, aflw_m, aflw_r, 300w, ...): its own
-    splits through `data.readers.read_dataset`; CelebA/MAFL use the DVE crop
-    (`crop_mode="dve_celeba"`).
+    splits through `data.readers.read_dataset`. `data.eval_name` /
+    `data.eval_root` evaluate on another folder (e.g. the MTFL `testing.txt`
+    layout with `eval_name="aflw_m"`, `eval_splits=("test",)`).
+
+Crops never come from the labels (`data.crop_mode`, `data.pipeline.sce_crop`):
+"center" (the whole pre-cropped image: MTFL / AFLW_M as the set crops them,
+resized to 136, centre 96, DVE's protocol) or "dve_celeba" (CelebA / MAFL).
+The label-derived "points" crop (the box of each face's own landmarks) lets
+the answer in: every face lands centred and scaled by its labels, so
+position alone separates the landmarks. It is refused here unless
+`data.allow_label_crops=True` is set explicitly (`check_label_free_crop`).
 
 Evaluation inside the training loop: the LCR loss on the eval split with a
 fixed key (`<split>/lcr`); the landmark protocols are separate modes
@@ -58,23 +67,30 @@ from sce_mae_jax import carb as carb_lib
 from sce_mae_jax import dense as dense_lib
 from sce_mae_jax import lcr as lcr_lib
 from sce_mae_jax import projector as projector_lib
+from sce_mae_jax import splits as splits_lib
 
 FEATURE_KINDS = ("backbone", "projector", "concat", "backbone_carb")
 
 
 # ------------------------------------------------------------------ data ----
 
-def fixed_split(num_records: int, num_val: int, seed: int = 0
-                ) -> Dict[str, np.ndarray]:
-  """The documented fixed split of a file-ordered set: `{"train", "val"}`.
+fixed_split = splits_lib.fixed_split
 
-  `perm = default_rng(seed).permutation(num_records)`; val = `perm[:num_val]`,
-  train = `perm[num_val:]`, both sorted (file order).
-  """
-  if not 0 < num_val < num_records:
-    raise ValueError(f"num_val must be in (0, {num_records}), got {num_val}.")
-  perm = np.random.default_rng(seed).permutation(num_records)
-  return {"val": np.sort(perm[:num_val]), "train": np.sort(perm[num_val:])}
+
+LABEL_DERIVED_CROPS = ("points",)
+
+
+def check_label_free_crop(config) -> None:
+  """Refuses a crop placed by the ground-truth points (module docstring)."""
+  mode = config.data.get("crop_mode", "center")
+  if mode in LABEL_DERIVED_CROPS and not config.data.get("allow_label_crops",
+                                                         False):
+    raise ValueError(
+        f"config.data.crop_mode={mode!r} places each crop by the face's own "
+        "ground-truth landmarks, which a self-supervised method must not "
+        "see. Use 'center' (the whole pre-cropped image, DVE's AFLW_M / MTFL "
+        "protocol) or 'dve_celeba', or set --config.data.allow_label_crops="
+        "True to run the label-derived crop knowingly.")
 
 
 def data_root(config) -> str:
@@ -107,13 +123,19 @@ def list_records(config, split: str, eval_set: bool = False) -> list:
       raise ValueError(f"mtfl splits are 'train' and 'val' (a fixed split of "
                        f"training.txt), got {split!r}.")
     listing = readers.read_dataset("mtfl", root, "train",
-                                   check_images=d.get("check_images", "exists"))
-    records = list(listing)
-    idx = fixed_split(len(records), int(d.num_val), int(d.split_seed))[split]
-    records = [records[i] for i in idx]
+                                   check_images=d.get("check_images", "exists"),
+                                   sanity=d.get("sanity", "skip"))
+    # The split is over the lines of training.txt (splits.mtfl_split_paths),
+    # so a face the reader skips does not move any other face across it.
+    keep = set(splits_lib.mtfl_split_paths(root, split, int(d.num_val),
+                                           int(d.split_seed)))
+    records = [r for r in listing
+               if os.path.normpath(r.image_path) in keep]
   else:
-    listing = readers.read_dataset(name, root, split,
-                                   check_images=d.get("check_images", "exists"))
+    options = {"check_images": d.get("check_images", "exists")}
+    if name in readers.SANITY_READERS:
+      options["sanity"] = d.get("sanity", "skip")
+    listing = readers.read_dataset(name, root, split, **options)
     records = list(listing)
   if listing.problems:
     print(listing.summary(), flush=True)
@@ -161,8 +183,9 @@ class FeatureModel:
   def __init__(self, config):
     self.config = config
     self.encoder = backbone_lib.encoder_from_config(config)
-    self.projector = projector_lib.LightProjector(
-        features=int(config.projector.dim))
+    self.projector = projector_lib.projector_from_config(config)
+    self.projector_is_spatial = (
+        config.projector.get("kind", "linear") == "spatial_softmax")
     self.normalise = config.backbone.get("normalise", "imagenet")
     c = config.carb
     self.carb_layer = int(c.layer)
@@ -170,6 +193,7 @@ class FeatureModel:
     self.feature_layer = None if fl in ("last", None) else int(fl)
     self.carb_kwargs = dict(eta=float(c.eta), num_clusters=int(c.num_clusters),
                             knn=int(c.knn), replace=c.get("replace", "centre"),
+                            scale_by_dim=bool(c.get("scale_by_dim", True)),
                             grid_shape=(self.encoder.grid_size,) * 2)
     if not 1 <= self.carb_layer <= self.encoder.depth:
       raise ValueError(f"carb.layer must be in [1, {self.encoder.depth}], got "
@@ -177,7 +201,7 @@ class FeatureModel:
 
   # --- init ---
   def init_projector(self, rng):
-    x = jnp.zeros((1, 1, self.encoder.width), jnp.float32)
+    x = jnp.zeros((1, 2, self.encoder.width), jnp.float32)
     return self.projector.init(rng, x)["params"]
 
   # --- encoder pieces ---
@@ -203,16 +227,33 @@ class FeatureModel:
 
   def carb(self, enc_params, images_uint8, key=None):
     """CARB selection (`carb.CarbSelection`, batched) of frozen features."""
-    tokens, early, sim = self.encode(enc_params, images_uint8, with_carb=True)
+    encoded = self.encode(enc_params, images_uint8, with_carb=True)
+    return self.carb_of_encoded(*encoded, key=key)
+
+  def carb_of_encoded(self, tokens, early, sim, key=None):
+    """CARB selection from `encode(..., with_carb=True)`'s outputs (live or
+    cached, `EncodedTrainSet`)."""
     tokens, early, sim = jax.lax.stop_gradient((tokens, early, sim))
     return carb_lib.carb_select_batch(sim, early, key, output_tokens=tokens,
                                       **self.carb_kwargs)
 
   def lcr_per_image(self, params, images_uint8, key=None):
     """`[B]` eq. 7 per image on the projected kept tokens."""
-    sel = self.carb(params["encoder"], images_uint8, key)
-    phi = self.projector.apply({"params": params["projector"]},
-                               sel.kept_features)
+    return self.lcr_of_selection(params,
+                                 self.carb(params["encoder"], images_uint8,
+                                           key))
+
+  def lcr_of_selection(self, params, sel):
+    """`[B]` eq. 7 of a `CarbSelection` (batched)."""
+    if self.projector_is_spatial:
+      # The spatial softmax needs the image's whole grid: project the
+      # CARB-substituted map, then keep the kept tokens' rows.
+      full = self.projector.apply({"params": params["projector"]},
+                                  sel.approx_tokens)
+      phi = jnp.take_along_axis(full, sel.kept_index[..., None], axis=1)
+    else:
+      phi = self.projector.apply({"params": params["projector"]},
+                                 sel.kept_features)
     c = self.config.lcr
     return lcr_lib.lcr_loss_per_image(
         phi, sel.kept_positions, sel.kept_is_attentive, tau=float(c.tau),
@@ -260,6 +301,78 @@ class FeatureModel:
         shift_batching=shift_batching)
 
 
+# -------------------------------------------------- cached encoder path ----
+
+class EncodedTrainSet:
+  """The frozen encoder's outputs for every training crop and its mirror.
+
+  Stage 2 trains only the projector; the encoder is frozen and the only
+  augmentation is a horizontal flip, so `encode(..., with_carb=True)` of each
+  crop and of its mirror image can be computed once (`cache_encoder=True`)
+  instead of in every step: the same maths, a fraction of the compute.
+  Arrays `[2, n, ...]` (0: as cropped, 1: mirrored), float32.
+  """
+
+  def __init__(self, model: "FeatureModel", enc_params, images: np.ndarray,
+               batch_size: int = 64):
+    fn = jax.jit(lambda im: model.encode(enc_params, im, with_carb=True))
+    n = images.shape[0]
+    self.arrays = None          # filled in place: no second copy in memory.
+    for v in range(2):
+      for i in range(0, n, batch_size):
+        chunk = images[i:i + batch_size]
+        if v:
+          chunk = chunk[:, :, ::-1]
+        out = dict(zip(("tokens", "early", "sim"), jax.device_get(
+            fn(jnp.asarray(np.ascontiguousarray(chunk))))))
+        if self.arrays is None:
+          self.arrays = {k: np.empty((2, n) + x.shape[1:], np.float32)
+                         for k, x in out.items()}
+        for k, x in out.items():
+          self.arrays[k][v, i:i + x.shape[0]] = x
+
+  def __len__(self) -> int:
+    return self.arrays["sim"].shape[1]
+
+
+class EncodedIterator:
+  """Batches of an `EncodedTrainSet`: a seeded permutation per epoch, each
+  face mirrored with probability 0.5 (seeded per epoch), the last partial
+  batch dropped; `get_state` / `set_state` for exact resume."""
+
+  def __init__(self, encoded: EncodedTrainSet, batch_size: int, seed: int):
+    if len(encoded) < batch_size:
+      raise ValueError(f"{len(encoded)} training faces are fewer than one "
+                       f"batch of {batch_size}.")
+    self.encoded, self.batch_size, self.seed = encoded, batch_size, seed
+    self.epoch, self.position = 0, 0
+
+  def _order(self):
+    rng = np.random.default_rng([self.seed, self.epoch])
+    n = len(self.encoded)
+    return rng.permutation(n), (rng.random(n) < 0.5).astype(np.int64)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Dict[str, np.ndarray]:
+    if self.position + self.batch_size > len(self.encoded):
+      self.epoch, self.position = self.epoch + 1, 0
+    perm, flip = self._order()
+    idx = perm[self.position:self.position + self.batch_size]
+    self.position += self.batch_size
+    a = self.encoded.arrays
+    batch = {k: a[k][flip[idx], idx] for k in ("tokens", "early", "sim")}
+    batch["valid"] = np.ones((self.batch_size,), bool)
+    return batch
+
+  def get_state(self) -> Dict[str, int]:
+    return {"epoch": self.epoch, "position": self.position}
+
+  def set_state(self, state: Dict[str, int]) -> None:
+    self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
 # ---------------------------------------------------------------- method ----
 
 class Stage2Method:
@@ -269,10 +382,12 @@ class Stage2Method:
   best_mode = "min"
 
   def __init__(self, config, train_records=None, eval_records=None):
+    check_label_free_crop(config)
     self.config = config
     self.model = FeatureModel(config)
     self.size = self.model.encoder.image_size
     self._encoder_params = None
+    self._encoded = None
     self.train_records = train_records
     self.eval_records = eval_records
     if self.train_records is None:
@@ -300,8 +415,15 @@ class Stage2Method:
     return len(self.train_records)
 
   def train_iterator(self, local_batch_size: int):
-    return iter(make_loader(self.config, self.train_records, train=True,
-                            batch_size=local_batch_size))
+    if not self.config.get("cache_encoder", False):
+      return iter(make_loader(self.config, self.train_records, train=True,
+                              batch_size=local_batch_size))
+    if self._encoded is None:
+      arrays = load_arrays(self.config, self.train_records)
+      self._encoded = EncodedTrainSet(self.model, self.encoder_params(),
+                                      arrays["image"])
+    return EncodedIterator(self._encoded, local_batch_size,
+                           int(self.config.seed))
 
   def eval_iterators(self, local_batch_size: int):
     def factory(records):
@@ -338,7 +460,12 @@ class Stage2Method:
 
   def loss_fn(self, params, model_state, batch, rng, step):
     del step
-    per_image = self.model.lcr_per_image(params, batch["image"], rng)
+    if "tokens" in batch:   # cached frozen-encoder outputs (cache_encoder)
+      sel = self.model.carb_of_encoded(batch["tokens"], batch["early"],
+                                       batch["sim"], key=rng)
+      per_image = self.model.lcr_of_selection(params, sel)
+    else:
+      per_image = self.model.lcr_per_image(params, batch["image"], rng)
     w = batch["valid"].astype(jnp.float32)
     loss = jnp.sum(w * per_image) / jnp.maximum(jnp.sum(w), 1.0)
     return loss, (model_state, {"lcr": loss})
@@ -387,12 +514,21 @@ def _matching_mode(method, config, workdir):
   from sce_mae_jax import matching  # pylint: disable=g-import-not-at-top
   params = restore_params(method, config, workdir)
   arrays = _eval_arrays(method, config)
+  pairs = matching.make_pairs(arrays["image"], arrays["landmarks"],
+                              int(config.matching.num_pairs),
+                              int(config.seed), dict(config.matching.warp))
   examples = []
   result = matching.evaluate_matching(
       method.model, params, arrays, kind=config.matching.feature_kind,
-      num_pairs=int(config.matching.num_pairs), seed=int(config.seed),
-      warp_kwargs=dict(config.matching.warp), examples=examples)
+      pairs=pairs, examples=examples)
   print(matching.format_result(result), flush=True)
+  # The trivial references, by the same code on the same pairs.
+  train = load_arrays(config, method.train_records)
+  result["identity_baseline"] = matching.baseline_matching(pairs)
+  result["mean_shape_baseline"] = matching.baseline_matching(
+      pairs, np.mean(train["landmarks"], axis=0))
+  for tag in ("identity_baseline", "mean_shape_baseline"):
+    print(f"  reference {matching.format_result(result[tag])}", flush=True)
   matching.write_result(result, os.path.join(workdir, "matching.json"))
   from star_jax import figures  # pylint: disable=g-import-not-at-top
   for tag in ("same", "diff"):
@@ -426,30 +562,39 @@ def base_config() -> ml_collections.ConfigDict:
       preset="deit_small", image_size=96, patch_size=8, width=0,
       depth=0, num_heads=0, checkpoint="", which="latest",
       use_ema=True, normalise="imagenet", seed=0))
-  c.projector = ml_collections.ConfigDict(dict(dim=64))
+  # kind "linear" (SCE-MAE's 1x1 conv) or "spatial_softmax" (CL's
+  # FeatDistiller, softmax_mul 7); projector.py.
+  c.projector = ml_collections.ConfigDict(dict(dim=64, kind="linear",
+                                               softmax_mul=7.0))
   c.carb = ml_collections.ConfigDict(dict(
       layer=3, feature_layer="last", eta=0.1, num_clusters=4, knn=5,
-      replace="centre"))
+      replace="centre", scale_by_dim=True))
   c.lcr = ml_collections.ConfigDict(dict(
       tau=lcr_lib.DEFAULT_TAU, r_att_att=5.0, r_att_inatt=5.0,
       r_inatt_inatt=2.0, position_scale=1.0, exclude_self=False,
       anchor_reduction="sum", locality="log"))
   c.inference = ml_collections.ConfigDict(dict(stride=2, padding="edge"))
+  # DVE's evaluation warps (tps.DVE_EVAL_WARP) and pairing (2k, 2k+1) over
+  # the whole split; num_pairs caps the n // 2 pairs (0: all).
   c.matching = ml_collections.ConfigDict(dict(
-      num_pairs=1000, feature_kind="projector",
-      warp=dict(grid_size=5, control_sd=0.05, rotation_sd_deg=2.5,
-                scale_sd=0.05, translation_sd=0.05)))
+      num_pairs=0, feature_kind="projector",
+      warp=dict(type="dve", warpsd_all=5e-4, warpsd_subset=5e-3,
+                transsd=0.05, scalesd=0.05, rotsd=2.5, grid_size=10)))
   c.tsne = ml_collections.ConfigDict(dict(
       num_faces=100, feature_kind="projector", perplexity=30.0,
       iterations=500, runs=3))
   c.data = ml_collections.ConfigDict(dict(
       name="mtfl", root="../shared/data/mtfl", train_split="train",
-      eval_splits=("val",), crop_mode="points", margin=3.0, num_val=1000,
+      eval_splits=("val",), crop_mode="center", margin=3.0, num_val=1000,
       split_seed=0, num_workers=0, check_images="exists", eval_name="",
-      eval_root=""))
+      eval_root="", allow_label_crops=False,
+      sanity="skip"))               # data.readers SANITY_MODES.
   c.batch_size = 32
   c.eval_batch_size = 64
   c.num_epochs = 10
+  # Encode the training crops (and mirrors) once with the frozen encoder
+  # (`EncodedTrainSet`) instead of in every step.
+  c.cache_encoder = False
   c.max_steps = 0                   # > 0 overrides num_epochs (smoke runs).
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, schedule="constant"))

@@ -15,16 +15,28 @@ image `J` is the original image `I` seen through the deformation that moves
     `c_k` to `d_k` (close to `G^-1`, but not its exact inverse). So
     `J(y) = I(G(y)) = I(x)` holds up to the Newton residual, which
     `warp_points` can return: at float32 precision about 1e-6 normalised units
-    for a 5x5 grid and 2e-5 for 10x10 (1e-3 px at 96 px). DVE/CL instead snap landmarks to the
-    nearest warped pixel (up to half a pixel off).
+    for a 5x5 grid and 2e-5 for 10x10 (1e-3 px at 96 px). DVE/CL instead
+    snap landmarks to the nearest warped pixel (`snap_points`, up to half a
+    pixel off); `warp_landmarks` falls back to that where Newton fails.
 
 Coordinates: pixels are `(x, y)`, origin top-left, pixel centres at integers
 (the repository convention); the normalised coordinate is
 `u = 2 x / (W - 1) - 1` (align_corners=True, as the DVE/CL warps), so pixel
 centres 0 and W - 1 map to -1 and 1. TPS kernel: `U(r) = r^2 log r^2`.
 
-All functions are jnp and jittable (`random_tps_warp`, `warp_image` and
-`warp_points` are jitted already); batch with `jax.vmap`.
+Two random warp families:
+
+  * `random_tps_warp`: a similarity plus jitter of the control points; the TPS
+    is fitted to the displaced points (`make_tps_warp`).
+  * `random_dve_warp`: DVE's own parameterisation (`utils/tps.py`,
+    `random_tps_weights` and `Warper`): the sampling map `G` is drawn directly
+    as kernel weights and an affine part on a 10 x 10 control grid, without
+    fitting and without the TPS side conditions. Its landmarks move by the
+    same Newton inversion, started from the inverse of the affine part.
+
+All functions are jnp and jittable (the random warps, `warp_image`,
+`warp_points`, `snap_points` and `warp_landmarks` are jitted already); batch
+with `jax.vmap`.
 """
 
 from __future__ import annotations
@@ -128,9 +140,11 @@ class TpsWarp:
 
   Attributes:
     source: `[n, 2]` regular control points `c_k` (normalised).
-    target: `[n, 2]` displaced control points `d_k` (normalised).
-    sampling: TPS `G` with `G(d_k) = c_k` (warped -> original; image warping).
-    forward: TPS `F` with `F(c_k) = d_k` (Newton start for the landmarks).
+    target: `[n, 2]` displaced control points `d_k = F(c_k)` (normalised).
+    sampling: TPS `G` (warped -> original; image warping). `G(d_k) = c_k`
+      for fitted warps (`make_tps_warp`); for `random_dve_warp` only
+      approximately (`F` is then the inverse of `G`'s affine part).
+    forward: TPS `F`, roughly `G^-1` (Newton start for the landmarks).
   """
   source: jax.Array
   target: jax.Array
@@ -180,6 +194,72 @@ def random_tps_warp(key: jax.Array,
   return make_tps_warp(src, dst)
 
 
+DVE_EVAL_WARP = dict(warpsd_all=5e-4, warpsd_subset=5e-3, transsd=0.05,
+                     scalesd=0.05, rotsd=2.5)
+
+
+def affine_inverse(affine: jax.Array) -> jax.Array:
+  """Inverse of the affine map `p -> [1, p] @ affine`, same `[3, 2]` layout."""
+  linear_inv = jnp.linalg.inv(affine[1:])
+  return jnp.concatenate([-jnp.matmul(affine[:1], linear_inv), linear_inv], 0)
+
+
+@functools.partial(jax.jit, static_argnames=("grid_size",))
+def random_dve_warp(key: jax.Array,
+                    warpsd_all: float = 5e-4,
+                    warpsd_subset: float = 5e-3,
+                    transsd: float = 0.05,
+                    scalesd: float = 0.05,
+                    rotsd: float = 2.5,
+                    grid_size: int = 10) -> TpsWarp:
+  """A random warp drawn as DVE draws it (`utils/tps.py`, `Warper`).
+
+  The sampling map is `G(p) = sum_k w_k U(|p - c_k|^2) + [1, p] @ affine`
+  with `c_k` the regular `grid_size ** 2` control grid (DVE: 10 x 10) and,
+  as DVE's `random_tps_weights`:
+
+    * `w_k ~ N(0, warpsd_all)` per entry, a random half of the entries
+      (`uniform > 0.5`) drawn from `N(0, warpsd_subset)` instead;
+    * `affine` rows `[tx, ty]`, `[s cos r, -s sin r]`, `[s sin r, s cos r]`
+      with `r ~ N(0, rotsd)` degrees, `s = 1 + N(0, scalesd)`,
+      `tx, ty ~ N(0, transsd)`.
+
+  The weights do not satisfy the TPS side conditions (no fit is involved);
+  lengths are normalised (1 = half the image side). DVE's kernel is
+  `D log(D + 1e-5)` with `D = r^2`; `tps_kernel` is `D log D`, which moves
+  `G` by at most `1e-5 * sum_k |w_k|` normalised units, far below a pixel.
+  The defaults are DVE's evaluation values (`test_matching.py`: the training
+  values `0.001, 0.01, 0.1, 0.1, 5` halved); all sd = 0 is the identity.
+
+  Args:
+    key: PRNG key.
+    warpsd_all, warpsd_subset: sd of the kernel weights (see above).
+    transsd, scalesd, rotsd: sd of translation, scale, rotation (degrees).
+    grid_size: control grid side.
+
+  Returns:
+    A `TpsWarp` whose `forward` map is the inverse of the affine part (zero
+    kernel weights), the Newton start of `warp_points`.
+  """
+  centres = control_grid(grid_size)
+  k_all, k_subset, k_pick, k_rot, k_scale, k_shift = jax.random.split(key, 6)
+  shape = centres.shape
+  weights = jnp.where(
+      jax.random.uniform(k_pick, shape) > 0.5,
+      warpsd_subset * jax.random.normal(k_subset, shape),
+      warpsd_all * jax.random.normal(k_all, shape))
+  rot = rotsd * math.pi / 180.0 * jax.random.normal(k_rot)
+  scale = 1.0 + scalesd * jax.random.normal(k_scale)
+  shift = transsd * jax.random.normal(k_shift, (2,))
+  cos, sin = scale * jnp.cos(rot), scale * jnp.sin(rot)
+  affine = jnp.stack([shift, jnp.stack([cos, -sin]), jnp.stack([sin, cos])])
+  sampling = Tps(centres=centres, weights=weights, affine=affine)
+  forward = Tps(centres=centres, weights=jnp.zeros_like(weights),
+                affine=affine_inverse(affine))
+  return TpsWarp(source=centres, target=apply_tps(forward, centres),
+                 sampling=sampling, forward=forward)
+
+
 def pixels_to_normalized(points: jax.Array,
                          image_size: Tuple[int, int]) -> jax.Array:
   """`(x, y)` pixels -> `[-1, 1]` (align_corners=True); `image_size=(H, W)`."""
@@ -208,7 +288,8 @@ def bilinear_sample(image: jax.Array, points: jax.Array,
     `[..., C]` in the image's float dtype (float32 for integer images).
   """
   if padding not in PADDING_MODES:
-    raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}.")
+    raise ValueError(f"padding must be one of {PADDING_MODES}, got "
+                     f"{padding!r}.")
   h, w = image.shape[:2]
   img = image.astype(jnp.float32) if not jnp.issubdtype(
       image.dtype, jnp.floating) else image
@@ -232,16 +313,28 @@ def bilinear_sample(image: jax.Array, points: jax.Array,
           fy * ((1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
 
 
+def pixel_grid(image_size: Tuple[int, int]) -> jax.Array:
+  """`[H, W, 2]` float32 `(x, y)` pixel centres of an `(H, W)` image."""
+  h, w = image_size
+  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
+                        jnp.arange(w, dtype=jnp.float32), indexing="ij")
+  return jnp.stack([xs, ys], axis=-1)
+
+
+def sampling_locations(warp: TpsWarp,
+                       image_size: Tuple[int, int]) -> jax.Array:
+  """`[H, W, 2]` pixels `G(y)` of the original read by each warped pixel."""
+  return normalized_to_pixels(
+      apply_tps(warp.sampling,
+                pixels_to_normalized(pixel_grid(image_size), image_size)),
+      image_size)
+
+
 @functools.partial(jax.jit, static_argnames=("padding",))
 def warp_image(image: jax.Array, warp: TpsWarp,
                padding: str = "zeros") -> jax.Array:
   """`J(y) = I(G(y))` on the pixel grid: `[H, W, C]` -> float `[H, W, C]`."""
-  h, w = image.shape[:2]
-  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
-                        jnp.arange(w, dtype=jnp.float32), indexing="ij")
-  grid = jnp.stack([xs, ys], axis=-1)
-  src = normalized_to_pixels(
-      apply_tps(warp.sampling, pixels_to_normalized(grid, (h, w))), (h, w))
+  src = sampling_locations(warp, image.shape[:2])
   return bilinear_sample(image, src, padding)
 
 
@@ -290,6 +383,53 @@ def warp_points(points: jax.Array, warp: TpsWarp,
   y, res = invert_tps(warp.sampling, x, apply_tps(warp.forward, x), iterations)
   y = normalized_to_pixels(y, image_size)
   return (y, res) if return_residual else y
+
+
+@functools.partial(jax.jit, static_argnames=("image_size",))
+def snap_points(points: jax.Array, warp: TpsWarp,
+                image_size: Tuple[int, int]) -> jax.Array:
+  """DVE's landmark map (`Warper.warp_keypoints`): the warped-image pixel
+  whose sampling location `G(y)` is nearest to each original point.
+
+  Args:
+    points: `[N, 2]` `(x, y)` pixels of the original image.
+    warp: the `TpsWarp` used by `warp_image`.
+    image_size: `(H, W)`.
+
+  Returns:
+    `[N, 2]` integer-valued float32 pixels of the warped image.
+  """
+  grid = pixel_grid(image_size).reshape(-1, 2)
+  src = sampling_locations(warp, image_size).reshape(-1, 2)
+  best = jnp.argmin(_sq_dist(points.astype(jnp.float32), src), axis=-1)
+  return grid[best]
+
+
+@functools.partial(jax.jit, static_argnames=("image_size", "iterations"))
+def warp_landmarks(points: jax.Array, warp: TpsWarp,
+                   image_size: Tuple[int, int], iterations: int = 8,
+                   tolerance: float = 1e-3) -> Tuple[jax.Array, jax.Array]:
+  """`warp_points`, falling back to `snap_points` where Newton fails.
+
+  Newton can fail where an original point has no preimage near the image
+  (it left the frame through a fold of the map); DVE's nearest-pixel rule
+  is then the only answer the protocol defines.
+
+  Args:
+    points: `[N, 2]` `(x, y)` pixels of the original image.
+    warp: the `TpsWarp` used by `warp_image`.
+    image_size: `(H, W)`.
+    iterations: Newton steps.
+    tolerance: largest accepted residual `||G(y) - x||` (normalised units).
+
+  Returns:
+    `([N, 2]` warped pixels, `[N]` bool: snapped instead of solved).
+  """
+  solved, res = warp_points(points, warp, image_size, iterations, True)
+  snapped = ~(res <= tolerance)  # Also catches NaN residuals.
+  out = jnp.where(snapped[:, None], snap_points(points, warp, image_size),
+                  solved)
+  return out, snapped
 
 
 def warp_pair(key: jax.Array, image: jax.Array, landmarks: jax.Array,

@@ -216,6 +216,58 @@ def landmark_features(dense: np.ndarray, landmarks: np.ndarray,
   return np.asarray(fn(jnp.asarray(dense), jnp.asarray(grid)))
 
 
+def position_only_features(landmarks: np.ndarray, image_size: int,
+                           width: int, grid_size: int) -> np.ndarray:
+  """`[n, K, width]`: the ViT's fixed 2-D sin-cos position table (no image)
+  sampled at the landmarks, as `landmark_features` samples real features.
+
+  The reference a feature silhouette must beat: with crops that put every
+  face at about the same place, landmark identity is largely a function of
+  position, which this table encodes with no image at all.
+  """
+  from sce_mae_jax import vit  # pylint: disable=g-import-not-at-top
+  table = vit.sincos_pos_embed_2d(width, grid_size, cls_token=False)
+  table = table.reshape(grid_size, grid_size, width).astype(np.float32)
+  n = np.shape(landmarks)[0]
+  dense = np.broadcast_to(table, (n,) + table.shape)
+  return landmark_features(dense, landmarks, image_size)
+
+
+def position_r2(dense: np.ndarray, width: int, grid_size: int,
+                patch_size: int) -> float:
+  """How much of dense features `[n, h, w, D]` is position: the R^2 of a
+  least-squares map (with intercept) from the ViT's sin-cos position table
+  at each feature cell to the cell's feature, fitted on the first half of
+  the images and scored on the second.
+
+  The LCR loss can be lowered by features that only encode where a token is
+  (a ViT adds its position table to every token); 1.0 means the features
+  are a linear function of position, 0.0 that position explains nothing.
+  """
+  from sce_mae_jax import vit  # pylint: disable=g-import-not-at-top
+  n, h, w, d = dense.shape
+  if n < 2:
+    raise ValueError("position_r2 needs at least 2 images.")
+  stride = grid_size * patch_size / h
+  # Cell centres in patch units (patch r's centre is patch coordinate r).
+  coords = ((np.arange(h) + 0.5) * stride - 0.5 - (patch_size - 1) / 2
+            ) / patch_size
+  rows, cols = np.meshgrid(coords, coords, indexing="ij")
+  table = np.concatenate(
+      [vit.sincos_pos_embed_1d(width // 2, cols.reshape(-1)),
+       vit.sincos_pos_embed_1d(width // 2, rows.reshape(-1))], axis=1)
+  x = np.concatenate([table, np.ones((h * w, 1))], axis=1)
+  half = n // 2
+  fit = np.asarray(dense[:half], np.float64).reshape(half, h * w, d)
+  test = np.asarray(dense[half:], np.float64).reshape(n - half, h * w, d)
+  coef, *_ = np.linalg.lstsq(np.tile(x, (half, 1)), fit.reshape(-1, d),
+                             rcond=None)
+  pred = x @ coef
+  resid = np.sum(np.square(test - pred[None]))
+  total = np.sum(np.square(test - test.reshape(-1, d).mean(axis=0)))
+  return float(1.0 - resid / total)
+
+
 def feature_quality(features: np.ndarray, *, perplexity: float = 30.0,
                     iterations: int = 500, runs: int = 3,
                     png: Optional[str] = None, names=None, title: str = ""
@@ -256,9 +308,23 @@ def run_feature_quality(model, params, arrays, config, workdir):
                            iterations=int(t.iterations), runs=int(t.runs),
                            png=os.path.join(workdir, "tsne.png"), names=names,
                            title=t.feature_kind)
+  encoder = model.encoder
+  position = position_only_features(arrays["landmarks"][:m], size,
+                                    encoder.width, encoder.grid_size)
+  result["position_only"] = feature_quality(
+      position, perplexity=float(t.perplexity), iterations=int(t.iterations),
+      runs=int(t.runs), png=os.path.join(workdir, "tsne_position_only.png"),
+      names=names, title="position only")
+  result["num_faces"] = int(m)
+  result["position_r2"] = position_r2(dense, encoder.width, encoder.grid_size,
+                                      encoder.patch_size)
   with open(os.path.join(workdir, "tsne.json"), "w") as f:
     json.dump(result, f, indent=2)
+  pos = result["position_only"]
   print(f"silhouette {result['silhouette_mean']:.3f} ± "
         f"{result['silhouette_std']:.3f} over {t.runs} t-SNE runs "
-        f"({result['points']} points) -> {workdir}/tsne.png", flush=True)
+        f"({result['points']} points) -> {workdir}/tsne.png; position-only "
+        f"reference {pos['silhouette_mean']:.3f} ± {pos['silhouette_std']:.3f}"
+        f"; R^2 of the features from position alone "
+        f"{result['position_r2']:.3f}", flush=True)
   return result

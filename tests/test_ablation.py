@@ -18,12 +18,13 @@ import pytest
 from sce_mae_jax import ablation
 from sce_mae_jax import backbone
 from sce_mae_jax import detection
+from sce_mae_jax import keypoint_head
 from sce_mae_jax import matching
 from sce_mae_jax import stage2
 from training import checkpoints as ckpt_lib
 
 NUM_FACES, NUM_VAL = 24, 8
-TRAIN_FACES, STEPS = 8, 15
+EPOCHS = 2
 
 
 def write_fake_mtfl(root):
@@ -62,8 +63,8 @@ def tiny_config(root):
 def detection_config():
   c = ml_collections.ConfigDict()
   c.detection = ml_collections.ConfigDict(dict(
-      hidden=8, intermediate=2, fewshot_batch_size=4, learning_rate=1e-2,
-      feature_kind="concat"))
+      hidden=8, intermediate=2, batch_size=4, learning_rate=1e-2,
+      feature_kind="concat", epochs=EPOCHS, flip=True))
   return c
 
 
@@ -89,21 +90,6 @@ def save_run(workdir, params):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  # `matching.make_pairs` is a deterministic function of its inputs (tested in
-  # test_matching.py); every row asks for the same pairs, so they are computed
-  # once here (its jitted warp would otherwise compile once per row).
-  memo = {}
-  make_pairs = matching.make_pairs
-
-  def make_pairs_once(images, landmarks, num_pairs, seed=0, warp_kwargs=None):
-    key = (images.tobytes(), landmarks.tobytes(), num_pairs, seed,
-           repr(sorted((warp_kwargs or {}).items())))
-    if key not in memo:
-      memo[key] = make_pairs(images, landmarks, num_pairs, seed, warp_kwargs)
-    return memo[key]
-
-  patch = pytest.MonkeyPatch()
-  patch.setattr(matching, "make_pairs", make_pairs_once)
   tmp = tmp_path_factory.mktemp("ablation")
   write_fake_mtfl(str(tmp / "mtfl"))
   config = tiny_config(tmp / "mtfl")
@@ -115,20 +101,16 @@ def runs(tmp_path_factory):
   save_run(tmp / "stage2", {"encoder": enc2, "projector": proj})
   proj_c = jax.tree.map(lambda x: np.asarray(x)[::-1].copy(), proj)
   save_run(tmp / "stage2_no_lcr", {"encoder": enc1, "projector": proj_c})
-  try:
-    full = ablation.run_ablation(
-        config, str(tmp / "stage1"), str(tmp / "stage2"), str(tmp / "full"),
-        stage2_no_lcr_workdir=str(tmp / "stage2_no_lcr"),
-        detection_config=detection_config(),
-        detection_train_faces=TRAIN_FACES, detection_steps=STEPS,
-        log=lambda *_: None)
-    matching_only = ablation.run_ablation(
-        config, "", "", str(tmp / "skip"),
-        detection_config=detection_config(), skip_detection=True,
-        log=lambda *_: None)
-  finally:
-    patch.undo()
-  assert len(memo) == 1
+  full = ablation.run_ablation(
+      config, str(tmp / "stage1"), str(tmp / "stage2"), str(tmp / "full"),
+      stage2_no_lcr_workdir=str(tmp / "stage2_no_lcr"),
+      stage2_cl_workdir=str(tmp / "stage2"),
+      detection_config=detection_config(), supervised_epochs=1,
+      log=lambda *_: None)
+  matching_only = ablation.run_ablation(
+      config, "", "", str(tmp / "skip"),
+      detection_config=detection_config(), skip_detection=True,
+      log=lambda *_: None)
   return dict(tmp=tmp, config=config, model=model, full=full,
               matching_only=matching_only)
 
@@ -160,16 +142,20 @@ def test_markdown_agrees_with_json(runs, which):
     else:
       assert cells[3] == "not run"
   in_memory = runs["full" if which == "full" else "matching_only"]
-  assert json.loads(json.dumps(in_memory, sort_keys=True)) == saved
+  assert json.loads(json.dumps(in_memory, sort_keys=True,
+                              default=matching.json_default)) == saved
 
 
 def test_full_run_rows_and_keys(runs):
   full = runs["full"]
   for row in ablation.ROWS:
     res = full[row.name]
-    assert {"same", "diff", "nme", "nme_median"} <= set(res)
-    assert res["detection_train_faces"] == TRAIN_FACES
-    assert res["detection_steps"] == STEPS
+    assert {"same", "diff", "nme", "nme_median", "same_errors"} <= set(res)
+    # Every training face (and its mirror image) trains the head.
+    assert res["detection_train_faces"] == NUM_FACES - NUM_VAL
+    assert res["detection_train_samples"] == 2 * (NUM_FACES - NUM_VAL)
+    assert res["detection_epochs"] == EPOCHS
+    assert len(res["detection_history"]) == EPOCHS
     assert res["feature_kind"] == row.kind
     assert np.isfinite(res["nme"]) and res["nme"] > 0
   # (c), (d): matching on the projector, detection on the configured kind;
@@ -180,18 +166,62 @@ def test_full_run_rows_and_keys(runs):
     assert r["detection_feature_kind"] == "concat"
   assert c["nme"] != d["nme"]
   assert "stage2_lcr" in c and "stage2_lcr" not in d
+  # (e): the same checkpoint as (d) seen through CL's spatial-softmax
+  # projector gives other matches.
+  e = full[ablation.ROWS[4].name]
+  assert (e["same"], e["diff"]) != (d["same"], d["diff"])
   # A stage-1 encoder differs from the random one: its rows differ.
   a, b = (full[r.name] for r in ablation.ROWS[:2])
   assert a["nme"] != b["nme"]
+  sup = full[ablation.SUPERVISED]
+  assert sup["supervised_epochs"] == 1 and np.isfinite(sup["nme"])
+  assert set(full["bootstrap"]) == {"d-b", "b-identity", "d-identity"}
+
+
+def test_references_equal_hand_computations(runs):
+  """Identity and mean-shape matchers on the same DVE pairs, by hand."""
+  config = runs["config"]
+  val = stage2.load_arrays(config, stage2.list_records(config, "val"))
+  train = stage2.load_arrays(config, stage2.list_records(config, "train"))
+  pairs = matching.make_pairs(val["image"], val["landmarks"],
+                              config.matching.num_pairs, config.seed,
+                              dict(config.matching.warp))
+  scale = 70.0 / 96.0
+  src = np.asarray(pairs["source_points"], np.float64)
+  mean = np.mean(np.asarray(train["landmarks"], np.float64), axis=0)
+  for tag in ("same", "diff"):
+    tgt = np.asarray(pairs[f"{tag}_points"], np.float64)
+    ident = np.linalg.norm(src - tgt, axis=-1).mean() * scale
+    mshape = np.linalg.norm(mean - tgt, axis=-1).mean() * scale
+    for which in ("full", "matching_only"):
+      got = runs[which]
+      np.testing.assert_allclose(got[ablation.IDENTITY][tag], ident,
+                                 rtol=1e-5)
+      np.testing.assert_allclose(got[ablation.MEAN_SHAPE][tag], mshape,
+                                 rtol=1e-5)
+
+
+def test_bootstrap_uses_the_saved_per_pair_errors(runs):
+  saved = np.load(runs["tmp"] / "full" / "matching_errors.npz")
+  for tag in ("same", "diff"):
+    want = matching.paired_bootstrap(saved[f"d_{tag}"], saved[f"b_{tag}"],
+                                     seed=runs["config"].seed)
+    got = runs["full"]["bootstrap"]["d-b"][tag]
+    assert got["mean_difference"] == pytest.approx(want["mean_difference"])
+    assert (got["low"], got["high"]) == pytest.approx((want["low"],
+                                                       want["high"]))
+    d = runs["full"][ablation.ROWS[3].name]
+    np.testing.assert_allclose(saved[f"d_{tag}"], d[f"{tag}_errors"])
 
 
 def test_skip_detection_and_missing_workdirs(runs):
   res = runs["matching_only"]
-  a, b, c, d = (res[row.name] for row in ablation.ROWS)
+  a, b, c, d, e = (res[row.name] for row in ablation.ROWS)
+  assert e == {"skipped": "no --stage2_cl_workdir"}
   assert b == {"skipped": "no --stage1_workdir"}
   assert c == {"skipped": "no --stage2_no_lcr_workdir"}
   assert d == {"skipped": "no --stage2_workdir"}
-  assert not {"nme", "nme_median", "detection_steps"} & set(a)
+  assert not {"nme", "nme_median", "detection_epochs"} & set(a)
   # Matching does not depend on whether detection ran (same seed).
   full_a = runs["full"][ablation.ROWS[0].name]
   assert (a["same"], a["diff"]) == (full_a["same"], full_a["diff"])
@@ -205,26 +235,30 @@ def float64_nme(pred, gt):
 
 
 def test_nme_matches_independent_computation(runs):
-  """Row (d): same faces (seeded permutation of the train split), the
-  configured kind ("concat"), head settings and seed -> the same NME,
-  recomputed here with a float64 NME."""
+  """Row (d): all training faces + mirrors, the configured kind ("concat"),
+  head and schedule -> the same NME, recomputed here with a float64 NME."""
   config, model, tmp = runs["config"], runs["model"], runs["tmp"]
   row = ablation.ROWS[3]
-  records = stage2.list_records(config, "train")
-  assert len(records) == NUM_FACES - NUM_VAL
-  perm = np.random.default_rng(config.seed).permutation(len(records))
-  train = stage2.load_arrays(config, [records[i] for i in
-                                      sorted(perm[:TRAIN_FACES])])
+  train = stage2.load_arrays(config, stage2.list_records(config, "train"))
+  assert train["image"].shape[0] == NUM_FACES - NUM_VAL
   val = stage2.load_arrays(config, stage2.list_records(config, "val"))
   params = detection.load_stage2_params(config, model, str(tmp / "stage2"))
-  kind = "concat"
-  head = detection.DetectionHead(num_points=5, intermediate=2, hidden=8)
-  feats = detection.cache_features(model, params, train["image"], kind)
-  hp, _ = detection.fit_head(head, feats, train["landmarks"], 96,
-                             steps=STEPS, batch_size=4, learning_rate=1e-2,
-                             seed=config.seed)
-  val_feats = detection.cache_features(model, params, val["image"], kind)
-  pred = detection.predict_points(head, hp, val_feats, 96)
+  settings = ablation.detection_settings(config, detection_config())
+  cfg = config.copy_and_resolve_references()
+  cfg.detection = settings
+  head = detection.head_from_config(cfg, 5, "head",
+                                    detection.norm_groups_for("concat", model))
+  mirrored, mirrored_lms = detection.mirror_faces(train["image"],
+                                                  train["landmarks"])
+  feats = detection.cache_features(
+      model, params, np.concatenate([train["image"], mirrored]), "concat")
+  val_feats = detection.cache_features(model, params, val["image"], "concat")
+  out = detection.train_all_annotations(
+      head, feats, np.concatenate([train["landmarks"], mirrored_lms]),
+      val_feats, val["landmarks"], 96,
+      detection.all_annotation_settings(settings, seed=config.seed),
+      log=None)
+  pred = keypoint_head.predict(head, out["params"], val_feats, 96)
   want = float64_nme(pred, val["landmarks"])
   got = runs["full"][row.name]
   np.testing.assert_allclose(got["nme"], want.mean(), rtol=1e-4)
@@ -235,7 +269,7 @@ def test_nme_matches_independent_computation(runs):
                     val["landmarks"])
   got = runs["full"][ablation.MEAN_SHAPE]
   np.testing.assert_allclose(got["nme"], ref.mean(), rtol=1e-6)
-  assert ablation.MEAN_SHAPE not in runs["matching_only"]
+  assert "nme" not in runs["matching_only"][ablation.MEAN_SHAPE]
 
 
 def test_detection_settings_precedence():
@@ -255,18 +289,6 @@ def test_detection_settings_precedence():
     ablation.detection_settings(plain, bad)
 
 
-def test_train_indices_are_a_seeded_permutation_prefix():
-  idx = ablation.detection_train_indices(50, 7, seed=3)
-  np.testing.assert_array_equal(
-      idx, np.sort(np.random.default_rng(3).permutation(50)[:7]))
-  assert not np.array_equal(idx, ablation.detection_train_indices(50, 7, 4))
-  # Larger N extends the smaller draw (a prefix of one permutation).
-  assert set(idx) <= set(ablation.detection_train_indices(50, 20, seed=3))
-  for bad in (0, 51):
-    with pytest.raises(ValueError, match="detection_train_faces"):
-      ablation.detection_train_indices(50, bad, seed=3)
-
-
 def test_rows_selection(runs, tmp_path):
   """--rows: unselected rows are listed as such; selected ones equal the
   full run's; unknown letters are refused."""
@@ -280,4 +302,4 @@ def test_rows_selection(runs, tmp_path):
   assert (res[names[0]]["same"], res[names[0]]["diff"]) == (full_a["same"],
                                                             full_a["diff"])
   with pytest.raises(ValueError, match="unknown rows"):
-    ablation.run_ablation(runs["config"], "", "", str(tmp_path), rows=("e",))
+    ablation.run_ablation(runs["config"], "", "", str(tmp_path), rows=("f",))

@@ -11,8 +11,10 @@ import pytest
 from sce_mae_jax import carb
 
 
-def _ref_carb(sim, tokens, out, eta, k_clusters, knn, replace, grid_w):
-  """Float64 loop reference of the whole selection (no tie-break noise)."""
+def _ref_carb(sim, tokens, out, eta, k_clusters, knn, replace, grid_w,
+              scale_by_dim=True):
+  """Float64 loop reference of the whole selection (no tie-break noise);
+  distances divided by sqrt(C) when `scale_by_dim`."""
   sim = np.asarray(sim, np.float64)
   tokens = np.asarray(tokens, np.float64)
   out = np.asarray(out, np.float64)
@@ -26,6 +28,8 @@ def _ref_carb(sim, tokens, out, eta, k_clusters, knn, replace, grid_w):
   for i in range(m):
     for j in range(m):
       dist[i, j] = math.sqrt(sum((x[i] - x[j]) ** 2))
+      if scale_by_dim:
+        dist[i, j] /= math.sqrt(x.shape[1])
   rho = np.zeros(m)
   for i in range(m):
     others = sorted(dist[i, j] ** 2 for j in range(m) if j != i)
@@ -69,16 +73,19 @@ def _random_inputs(seed, n=36, c=8, c_out=5):
   return sim, tokens, out
 
 
-@pytest.mark.parametrize("seed,replace,eta", [(0, "centre", 0.1),
-                                              (1, "mean", 0.25),
-                                              (2, "centre", 0.25)])
-def test_carb_matches_float64_loop_reference(seed, replace, eta):
+@pytest.mark.parametrize("seed,replace,eta,scale", [(0, "centre", 0.1, True),
+                                                    (1, "mean", 0.25, True),
+                                                    (2, "centre", 0.25, True),
+                                                    (0, "centre", 0.1, False)])
+def test_carb_matches_float64_loop_reference(seed, replace, eta, scale):
   sim, tokens, out = _random_inputs(seed)
-  ref = _ref_carb(sim, tokens, out, eta, 4, 5, replace, grid_w=6)
+  ref = _ref_carb(sim, tokens, out, eta, 4, 5, replace, grid_w=6,
+                  scale_by_dim=scale)
   # The reference ranking must not hinge on float32 rounding.
   s = np.sort(ref["score"])[::-1]
   assert (s[3] - s[4]) / s[3] > 1e-3
-  sel = jax.jit(functools.partial(carb.carb_select, eta=eta, replace=replace))(
+  sel = jax.jit(functools.partial(carb.carb_select, eta=eta, replace=replace,
+                                  scale_by_dim=scale))(
       jnp.asarray(sim), jnp.asarray(tokens), None, jnp.asarray(out))
   np.testing.assert_array_equal(sel.kept_index, ref["kept_index"])
   np.testing.assert_array_equal(sel.cluster_of_patch, ref["cluster_of_patch"])
@@ -119,6 +126,34 @@ def test_clustering_recovers_separated_blobs():
   assert sorted(labels[np.asarray(clus.centres)]) == [0, 1, 2, 3]
   mapped = labels[np.asarray(clus.centres)][np.asarray(clus.assignment)]
   np.testing.assert_array_equal(mapped, labels)
+
+
+def _grouped_tokens(seed=0, c=192):
+  """Four well separated groups of ViT-width tokens, one much tighter (the
+  densest) and the largest."""
+  rng = np.random.RandomState(seed)
+  sizes, spreads = [60, 30, 25, 15], [0.2, 0.5, 0.5, 0.5]
+  means = rng.normal(size=(4, c))
+  x = np.concatenate([means[q] + spreads[q] * rng.normal(size=(s, c))
+                      for q, s in enumerate(sizes)]).astype(np.float32)
+  return x, np.repeat(np.arange(4), sizes)
+
+
+def test_scaled_dpc_picks_one_centre_per_group():
+  x, labels = _grouped_tokens()
+  clus = jax.jit(carb.density_peak_clustering)(jnp.asarray(x))  # default
+  assert sorted(labels[np.asarray(clus.centres)]) == [0, 1, 2, 3]
+  mapped = labels[np.asarray(clus.centres)][np.asarray(clus.assignment)]
+  np.testing.assert_array_equal(mapped, labels)
+
+
+def test_unscaled_dpc_ranks_by_density_alone_on_wide_tokens():
+  # Why `scale_by_dim` is the default: on 192-d tokens the unscaled score
+  # takes every centre from the densest group.
+  x, labels = _grouped_tokens()
+  clus = jax.jit(functools.partial(carb.density_peak_clustering,
+                                   scale_by_dim=False))(jnp.asarray(x))
+  assert set(labels[np.asarray(clus.centres)].tolist()) == {0}
 
 
 def test_density_uses_corrected_sign():

@@ -1,50 +1,18 @@
-"""Tests for sce_mae_jax.detection (regressor maths and head training)."""
+"""Tests for sce_mae_jax.detection (heads from config, all-annotation path)."""
 
-import jax
+import subprocess
+import sys
+
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import pytest
 
 from sce_mae_jax import detection
+from sce_mae_jax import keypoint_head as kh
+from tests import test_keypoint_head as khtest
 
-
-def test_soft_argmax_plus_linear_on_constructed_heatmaps():
-  h = w = 9
-  grid = np.linspace(-1, 1, w)
-  # M = 3 one-hot heatmaps at known cells -> exact grid coordinates.
-  cells = [(0, 0), (4, 6), (8, 2)]  # (row, col)
-  hm = np.zeros((1, 3, h, w), np.float32)
-  for m, (r, c) in enumerate(cells):
-    hm[0, m, r, c] = 1.0
-  inter = np.array([[grid[c], grid[r]] for r, c in cells])  # (x, y)
-  # Linear: landmark 0 = mean of maps 0 and 1; landmark 1 = map 2 + (0.1, -0.2).
-  kernel = np.zeros((6, 4), np.float32)
-  kernel[0, 0] = kernel[2, 0] = 0.5
-  kernel[1, 1] = kernel[3, 1] = 0.5
-  kernel[4, 2] = kernel[5, 3] = 1.0
-  bias = np.array([0, 0, 0.1, -0.2], np.float32)
-  got = np.asarray(detection.regress_points(jnp.asarray(hm),
-                                            jnp.asarray(kernel),
-                                            jnp.asarray(bias)))
-  expected = np.array([[(inter[0] + inter[1]) / 2, inter[2] + [0.1, -0.2]]])
-  np.testing.assert_allclose(got, expected, atol=1e-6)
-
-
-def test_regress_points_matches_float64_reference():
-  rng = np.random.default_rng(0)
-  logits = rng.normal(size=(2, 4, 5, 7))
-  kernel = rng.normal(size=(8, 6))
-  bias = rng.normal(size=6)
-  hm = detection.spatial_softmax(jnp.asarray(logits, jnp.float32))
-  got = np.asarray(detection.regress_points(hm, jnp.asarray(kernel, jnp.float32),
-                                            jnp.asarray(bias, jnp.float32)))
-  p = np.exp(logits - logits.max(axis=(2, 3), keepdims=True))
-  p /= p.sum(axis=(2, 3), keepdims=True)
-  xs, ys = np.linspace(-1, 1, 7), np.linspace(-1, 1, 5)
-  mx = np.einsum("bmhw,w->bm", p, xs)
-  my = np.einsum("bmhw,h->bm", p, ys)
-  inter = np.stack([mx, my], -1).reshape(2, -1)
-  ref = (inter @ kernel + bias).reshape(2, 3, 2)
-  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+EYES = (0, 1)
 
 
 def test_normalise_roundtrip_and_values():
@@ -75,9 +43,6 @@ def test_nme_percent_eye_centres():
 
 
 def test_mean_shape_nme_hand_computed():
-  # Two training faces 4 px apart in x: their mean is 2 px from each; on a
-  # val face equal to the first one every point is 2 px off, eye distance
-  # 20 px -> 10 %.
   a = np.array([[10, 10], [30, 10], [20, 20], [12, 30], [28, 30]], np.float32)
   train = np.stack([a, a + np.array([4.0, 0.0], np.float32)])
   np.testing.assert_allclose(
@@ -85,23 +50,80 @@ def test_mean_shape_nme_hand_computed():
       rtol=1e-6)
 
 
-def test_head_counts_maps_and_fits_positions():
-  head = detection.DetectionHead(num_points=2, intermediate=3, hidden=8)
-  assert head.num_maps == 6
-  assert detection.DetectionHead(2, 3, per_landmark=False).num_maps == 3
-  # Features: one-hot at a per-face landmark cell; landmarks = that cell.
+def test_heads_from_config():
+  c = detection.base_config()
+  head = detection.head_from_config(c, 5, "head", (192,))
+  assert isinstance(head, kh.ConvBlockRegressor)
+  assert (head.hidden, head.intermediate, head.num_maps) == (256, 50, 250)
+  assert head.norm_groups == (192,)
+  few = detection.head_from_config(c, 5, "fewshot_head")
+  assert isinstance(few, kh.IntermediateKeypointRegressor)
+  assert (few.softmax_mul, few.num_maps, few.normalise) == (100.0, 250, True)
+  c.detection.per_landmark = False
+  assert detection.head_from_config(c, 5, "fewshot_head").num_maps == 50
+  c.detection.head = "intermediate"
+  assert isinstance(detection.head_from_config(c, 5),
+                    kh.IntermediateKeypointRegressor)
+  c.detection.head = "mlp"
+  with pytest.raises(ValueError, match="detection.head"):
+    detection.head_from_config(c, 5)
+
+
+def test_settings_from_config():
+  d = detection.base_config().detection
+  s = detection.all_annotation_settings(d, seed=3)
+  assert (s.epochs, s.learning_rate, s.weight_decay, s.amsgrad) == (
+      300, 1e-3, 5e-4, True)
+  assert (s.schedule, s.lr_drops, s.seed, s.loss_alpha) == (
+      "piecewise", (1 / 3, 5 / 6), 3, 10.0)
+  assert not s.decoupled_weight_decay
+
+
+def test_mirror_faces_flips_pixels_and_swaps_points():
   rng = np.random.default_rng(0)
-  n, s, size = 16, 6, 24
-  feats = np.zeros((n, s, s, 2), np.float32)
-  lms = np.zeros((n, 2, 2), np.float32)
-  for i in range(n):
-    r, c = rng.integers(0, s, 2)
-    feats[i, r, c, 0] = 1.0
-    centre = (np.array([c, r]) + 0.5) * size / s - 0.5
-    lms[i] = [centre, centre]
-  params, losses = detection.fit_head(head, feats, lms, size, steps=100,
-                                      batch_size=8, learning_rate=1e-2)
-  assert losses.shape == (100,)
-  assert np.mean(losses[-10:]) < 0.3 * losses[0], (losses[0], losses[-10:])
-  pred = detection.predict_points(head, params, feats, size)
-  assert pred.shape == (n, 2, 2)
+  images = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+  lms = rng.uniform(0, 7, (2, 5, 2)).astype(np.float32)
+  im, pts = detection.mirror_faces(images, lms)
+  np.testing.assert_array_equal(im[:, :, ::-1], images)
+  # Left eye of the mirror = mirrored right eye; nose stays point 2.
+  np.testing.assert_allclose(pts[:, 0], np.stack([7 - lms[:, 1, 0],
+                                                  lms[:, 1, 1]], -1))
+  np.testing.assert_allclose(pts[:, 2, 0], 7 - lms[:, 2, 0])
+  im2, pts2 = detection.mirror_faces(im, pts)
+  np.testing.assert_array_equal(im2, images)
+  np.testing.assert_allclose(pts2, lms, atol=1e-6)
+
+
+def test_train_all_annotations_curve_and_result():
+  feats, lms = khtest.spot_faces(32)
+  val_f, val_l = khtest.spot_faces(48, seed=1)
+  head = kh.ConvBlockRegressor(num_points=3, intermediate=4, hidden=8)
+  s = kh.TrainSettings(epochs=20, batch_size=8, learning_rate=1e-2,
+                       lr_drops=(0.6, 0.9))
+  logged = []
+  out = detection.train_all_annotations(head, feats, lms, val_f, val_l, 24, s,
+                                        normaliser=EYES, eval_every=5,
+                                        log=logged.append)
+  assert len(out["history"]) == 20 == len(logged)
+  evaluated = [e["epoch"] for e in out["history"] if "val_nme" in e]
+  assert evaluated == [5, 10, 15, 20]
+  assert out["losses"].shape == (80,)
+  np.testing.assert_allclose(out["history"][-1]["val_nme"],
+                             np.mean(out["nme"]), rtol=1e-6)
+  np.testing.assert_allclose(out["mean_shape_nme"],
+                             kh.mean_shape_nme(lms, val_l, EYES))
+  assert np.mean(out["nme"]) < 0.5 * np.mean(out["mean_shape_nme"])
+  # The piecewise schedule dropped twice (x0.1 at 60 % and 90 % of the run).
+  lrs = [e["lr"] for e in out["history"]]
+  np.testing.assert_allclose([lrs[0], lrs[14], lrs[-1]], [1e-2, 1e-3, 1e-4],
+                             rtol=1e-5)
+
+
+def test_no_import_cycle_and_no_star_jax():
+  code = ("import sys; from sce_mae_jax import fewshot, keypoint_head; "
+          "assert 'sce_mae_jax.detection' not in sys.modules; "
+          "assert not any(m.startswith('star_jax') for m in sys.modules), "
+          "[m for m in sys.modules if m.startswith('star_jax')]; "
+          "from sce_mae_jax import detection; "
+          "assert not any(m.startswith('star_jax') for m in sys.modules)")
+  subprocess.run([sys.executable, "-c", code], check=True)

@@ -359,8 +359,13 @@ def test_faces_split_holds_out_val_identities():
   yt_train = [p for p in train if os.sep + "yt68" + os.sep in p]
   assert not {pretrain.yt68_identity(p) for p in yt_train} & val_ids
   assert len(set(train)) == len(train) and not set(train) & set(heldout)
-  # Every image file is used exactly once (README: 4,600 + 10,000).
-  assert len(train) + len(heldout) == 4600 + 10000
+  # Every yt68 frame is used once; of the 7,650 MTFL faces only the 6,650
+  # of the fixed train split (the MTFL val faces are never pretrained on).
+  from sce_mae_jax import splits
+  mtfl_val = set(splits.mtfl_split_paths(mtfl, "val", 1000, 0))
+  mtfl_train = [p for p in train if os.sep + "mtfl" + os.sep in p]
+  assert len(mtfl_train) == 6650 and not set(mtfl_train) & mtfl_val
+  assert len(train) + len(heldout) == 4600 + 6650
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):

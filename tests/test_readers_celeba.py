@@ -7,6 +7,7 @@ from PIL import Image
 import pytest
 
 from data import readers
+from tests.test_readers_common import upright
 
 
 def make_celeba(root, partition=(0, 0, 1, 2, 0, 2), seed=0):
@@ -21,7 +22,7 @@ def make_celeba(root, partition=(0, 0, 1, 2, 0, 2), seed=0):
   for name in names:
     Image.fromarray(rng.integers(0, 255, (218, 178, 3), np.uint8)).save(
         os.path.join(root, "Img", "img_align_celeba", name))
-    p = rng.integers(40, 170, (5, 2))
+    p = upright(rng.integers(40, 170, (5, 2)))
     points[name] = p
     rows.append(name + "  " + " ".join(f"{v:4d}" for v in p.reshape(-1)))
   header = ("lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "

@@ -10,6 +10,7 @@ import pytest
 
 from data import readers
 from data.readers import cofw
+from tests.test_readers_common import upright
 
 
 def make_cofw(root, num_train=3, num_test=2, seed=0):
@@ -39,6 +40,7 @@ def make_cofw(root, num_train=3, num_test=2, seed=0):
         refs[0, i] = dataset.ref
         x = rng.uniform(0, w - 1, 29)
         y = rng.uniform(0, h - 1, 29)
+        x, y = upright(np.stack([x, y], axis=-1)).T
         occ = rng.integers(0, 2, 29).astype(float)
         phis[:, i] = np.concatenate([x, y, occ])
         boxes[:, i] = [1.5, 2.0, w - 3.0, h - 4.0]
@@ -127,3 +129,20 @@ def test_wrong_point_count_raises(tmp_path):
     f.create_dataset("bboxesTr", data=np.zeros((4, 1)))
   with pytest.raises(ValueError, match="expected \\(87, N\\)"):
     readers.read_dataset("cofw", str(tmp_path), "train")
+
+
+def test_label_sanity_uses_the_image_sizes_in_the_mat(tmp_path):
+  make_cofw(str(tmp_path))
+  path = str(tmp_path / cofw.FILES["train"])
+  with h5py.File(path, "r+") as f:
+    f["phisTr"][0, 2] = 1000.0  # face 2's first x, far right of its image
+  listing = readers.read_dataset("cofw", str(tmp_path), "train")
+  assert [r.image_key for r in listing] == [0, 1]
+  assert len(listing.problems) == 1
+  assert f"{path}[2]" in listing.problems[0].message
+  assert "outside the" in listing.problems[0].message
+  with h5py.File(path, "r") as f:
+    refs = f["IsTr"][()].reshape(-1)
+    for record in listing:
+      height, width = record.load_image().shape[:2]
+      assert cofw.image_size(f, refs[record.image_key]) == (width, height)

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from data import sanity
 from data.readers import common
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,6 +20,18 @@ def shared_path(*parts: str) -> str:
     pytest.skip(f"real data sample {path} not present (see "
                 "../shared/data/README.md)")
   return path
+
+
+def upright(points):
+  """Random fixture points with the eyes swapped where the mouth lies above
+  the eye line, so generated faces pass data/sanity.py's eye-line check (the
+  readers skip faces that fail it)."""
+  points = np.array(points, copy=True)
+  scheme = sanity.scheme_for(len(points))
+  if sanity.eye_mouth_problems(points, scheme):
+    a, b = (list(group) for group in scheme.pupils)
+    points[a + b] = points[b + a]
+  return points
 
 
 def hand_parse_pts(path):

@@ -9,6 +9,7 @@ import scipy.io
 
 from data import readers
 from data.readers import pts as pts_lib
+from tests.test_readers_common import upright
 
 FOLDERS = ("afw", "helen/trainset", "lfpw/trainset", "helen/testset",
            "lfpw/testset", "ibug")
@@ -33,7 +34,7 @@ def make_300w(root, per_folder=2, seed=0, with_boxes=True):
       ext = ".png" if folder.startswith("lfpw") else ".jpg"
       Image.fromarray(rng.integers(0, 255, (24, 30, 3), dtype=np.uint8)).save(
           os.path.join(root, folder, stem + ext))
-      points = np.round(rng.uniform(1, 24, (68, 2)), 3)
+      points = upright(np.round(rng.uniform(1, 24, (68, 2)), 3))
       write_pts_by_hand(os.path.join(root, folder, stem + ".pts"), points)
       entries.append((stem, points))
       mat_entries.append({

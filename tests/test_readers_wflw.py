@@ -9,6 +9,7 @@ import pytest
 
 from data import readers
 from data.readers import wflw
+from tests.test_readers_common import upright
 
 ATTRS = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
 
@@ -34,7 +35,7 @@ def make_wflw(root, num_faces=4, seed=0, corrupt=(), malformed_line=False):
       else:
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
             path)
-      points = np.round(rng.uniform(0, [w - 1, h - 1], (98, 2)), 3)
+      points = upright(np.round(rng.uniform(0, [w - 1, h - 1], (98, 2)), 3))
       box = [1.0 * i, 2.0, 3.5 + i, 4.25]
       flags = [int(v) for v in rng.integers(0, 2, 6)]
       flags[0] = int(i % 2)  # pose subset = odd faces

@@ -54,8 +54,9 @@ def test_any_csv_of_the_same_format_is_a_split(tmp_path):
   with open(tmp_path / "my_frames.csv", "w") as f:
     f.write("," + ",".join(str(i) for i in range(136)) + "\n")
     f.write("x/a.jpg," + ",".join(str(float(v)) for v in values) + "\n")
+  # The points lie on one line (a format probe, not a face): no label check.
   listing = readers.read_dataset("yt68", str(tmp_path), "my_frames",
-                                 check_images="none")
+                                 check_images="none", sanity="off")
   assert len(listing) == 1 and listing[0].subset == "my_frames"
   np.testing.assert_allclose(listing[0].landmarks, values.reshape(68, 2))
   for bad in ("", "my_frames.csv", os.path.join("x", "y")):

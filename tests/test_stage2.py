@@ -10,6 +10,7 @@ import pytest
 from data import records as records_lib
 from sce_mae_jax import backbone
 from sce_mae_jax import lcr
+from sce_mae_jax import splits
 from sce_mae_jax import stage2
 from training import checkpoints as ckpt_lib
 from training import loop
@@ -167,5 +168,128 @@ def test_mtfl_split_records_are_disjoint():
   config.data.root = MTFL
   train = stage2.list_records(config, "train")
   val = stage2.list_records(config, "val")
-  assert len(train) == 9000 and len(val) == 1000
-  assert not {r.image_path for r in train} & {r.image_path for r in val}
+  listed = splits.mtfl_listed_paths(MTFL)
+  assert len(listed) == 7650            # the shared copy (its README)
+  val_paths = set(splits.mtfl_split_paths(MTFL, "val", 1000, 0))
+  assert len(val_paths) == 1000
+  # Faces the reader skips leave both splits; nothing crosses between them.
+  assert {os.path.normpath(r.image_path) for r in val} <= val_paths
+  assert not {os.path.normpath(r.image_path) for r in train} & val_paths
+  assert 990 <= len(val) <= 1000 and 6580 <= len(train) <= 6650
+
+
+def _face_image(path, seed):
+  from PIL import Image
+  rng = np.random.default_rng(seed)
+  Image.fromarray(rng.integers(0, 256, (80, 80, 3)).astype(np.uint8)).save(
+      path)
+
+
+def test_fixed_crops_do_not_depend_on_labels(tmp_path):
+  # The "center" crop (the whole pre-cropped MTFL image) and everything
+  # computed from it must not move when the labels move.
+  config = tiny_config()
+  config.data.crop_mode = "center"
+  config.backbone.image_size = 96
+  lm = np.array([[30, 35], [50, 35], [40, 45], [32, 58], [48, 58]],
+                np.float32)
+  recs, moved = [], []
+  for i in range(3):
+    path = str(tmp_path / f"f{i}.png")
+    _face_image(path, i)
+    recs.append(records_lib.FaceRecord(image_path=path, landmarks=lm))
+    moved.append(records_lib.FaceRecord(
+        image_path=path, landmarks=lm * 0.5 + np.float32(7 * i)))
+  a = stage2.load_arrays(config, recs)
+  b = stage2.load_arrays(config, moved)
+  np.testing.assert_array_equal(a["image"], b["image"])
+  np.testing.assert_array_equal(a["crop_to_image"], b["crop_to_image"])
+  assert not np.allclose(a["landmarks"], b["landmarks"])
+  model = stage2.FeatureModel(config)
+  params = {"encoder": model.encoder.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)))["params"],
+            "projector": model.init_projector(jax.random.PRNGKey(1))}
+  fa = model.dense_features(params, jnp.asarray(a["image"]), "concat", 8)
+  fb = model.dense_features(params, jnp.asarray(b["image"]), "concat", 8)
+  np.testing.assert_array_equal(np.asarray(fa), np.asarray(fb))
+  # The label-derived crop does move with the labels, and is refused.
+  config.data.crop_mode = "points"
+  config.data.allow_label_crops = True
+  c = stage2.load_arrays(config, recs)
+  d = stage2.load_arrays(config, moved)
+  assert not np.array_equal(c["crop_to_image"], d["crop_to_image"])
+  config.data.allow_label_crops = False
+  with pytest.raises(ValueError, match="ground-truth landmarks"):
+    tiny_method(config)
+
+
+def test_cached_encoder_path_equals_the_live_one():
+  # The cached frozen-encoder outputs of a crop (and of its mirror) give the
+  # same CARB + LCR loss as encoding the image in the step.
+  config = tiny_config()
+  method = tiny_method(config)
+  trainer = loop.Trainer(method, config)
+  params = trainer.init_state().params
+  images = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3)).astype(
+      np.uint8)
+  encoded = stage2.EncodedTrainSet(method.model, params["encoder"], images,
+                                   batch_size=4)
+  assert len(encoded) == 6
+  rng = jax.random.PRNGKey(2)
+  for view, ims in ((0, images), (1, images[:, :, ::-1])):
+    live, _ = method.loss_fn(params, {}, {"image": jnp.asarray(ims),
+                                          "valid": np.ones(6, bool)}, rng, 0)
+    cached, _ = method.loss_fn(params, {}, {
+        "tokens": encoded.arrays["tokens"][view],
+        "early": encoded.arrays["early"][view],
+        "sim": encoded.arrays["sim"][view], "valid": np.ones(6, bool)},
+        rng, 0)
+    np.testing.assert_allclose(float(cached), float(live), rtol=1e-5)
+
+
+def test_encoded_iterator_epochs_flips_and_resume():
+  class Fake:
+    arrays = {k: np.stack([np.arange(10.0), -np.arange(10.0)])
+              for k in ("tokens", "early", "sim")}
+
+    def __len__(self):
+      return 10
+
+  it = stage2.EncodedIterator(Fake(), 4, seed=1)
+  epoch0 = [next(it) for _ in range(2)]   # 10 // 4 = 2 full batches
+  seen = np.concatenate([np.abs(b["sim"]) for b in epoch0])
+  assert len(set(seen.tolist())) == 8      # no face twice within an epoch
+  signs = np.concatenate([np.sign(b["tokens"]) for b in epoch0])
+  assert {-1.0, 1.0} & set(signs.tolist())   # both views occur
+  state = it.get_state()
+  rest = [next(it)["sim"] for _ in range(5)]
+  again = stage2.EncodedIterator(Fake(), 4, seed=1)
+  again.set_state(state)
+  for want in rest:
+    np.testing.assert_array_equal(next(again)["sim"], want)
+  assert it.get_state()["epoch"] >= 2
+
+
+def test_training_with_the_encoder_cache_runs_and_resumes(tmp_path):
+  from tests.test_eval_elsewhere import write_mtfl_folder
+  write_mtfl_folder(tmp_path / "mtfl", "training.txt", 12, 0, "tr")
+  config = tiny_config()
+  config.backbone.image_size = 96
+  config.data.root = str(tmp_path / "mtfl")
+  config.data.num_val = 4
+  config.data.sanity = "off"
+  config.cache_encoder = True
+  config.batch_size = 4
+  config.max_steps = 3
+  config.eval_every_epochs = 0
+  method = stage2.Stage2Method(config)
+  loop.train(method, config, str(tmp_path / "work"))
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / "work"), read_only=True)
+  assert ckpt.latest_step() == 3
+  ckpt.close()
+  # Resuming with a longer budget continues the cached data order.
+  config.max_steps = 5
+  loop.train(stage2.Stage2Method(config), config, str(tmp_path / "work"))
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / "work"), read_only=True)
+  assert ckpt.latest_step() == 5
+  ckpt.close()

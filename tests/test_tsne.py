@@ -67,3 +67,30 @@ def test_tsne_separates_blobs_and_draws(tmp_path):
   img = np.asarray(Image.open(path).convert("RGB"))
   for colour in tsne.PALETTE[:3]:
     assert np.any(np.all(img == colour, axis=-1))
+
+
+def test_position_only_features_are_the_sincos_table_at_patch_centres():
+  from sce_mae_jax import vit
+  width, grid, size = 16, 4, 32       # patch 8: patch r's centre is 8 r + 3.5
+  table = vit.sincos_pos_embed_2d(width, grid, cls_token=False)
+  lm = np.array([[[3.5, 3.5], [8 * 2 + 3.5, 8 * 1 + 3.5]]])  # (x, y)
+  got = tsne.position_only_features(lm, size, width, grid)
+  np.testing.assert_allclose(got[0, 0], table[0], atol=1e-6)
+  np.testing.assert_allclose(got[0, 1], table[1 * grid + 2], atol=1e-6)
+  # Halfway between two patch centres in x: the mean of their rows.
+  mid = tsne.position_only_features(np.array([[[7.5, 3.5]]]), size, width,
+                                    grid)
+  np.testing.assert_allclose(mid[0, 0], 0.5 * (table[0] + table[1]),
+                             atol=1e-6)
+
+
+def test_position_r2_is_one_for_position_and_low_for_noise():
+  from sce_mae_jax import vit
+  width, grid, patch = 16, 4, 8
+  # Features that ARE the position table (stride = patch: h = grid).
+  table = vit.sincos_pos_embed_2d(width, grid, cls_token=False)
+  dense = np.broadcast_to(table.reshape(grid, grid, width) @ np.eye(width)[:,
+                          :6], (6, grid, grid, 6)).copy()
+  assert tsne.position_r2(dense, width, grid, patch) == pytest.approx(1.0)
+  noise = np.random.default_rng(0).normal(size=(6, grid, grid, 6))
+  assert tsne.position_r2(noise, width, grid, patch) < 0.2

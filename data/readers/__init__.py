@@ -13,6 +13,17 @@ file and line, and skipped. A missing folder raises FileNotFoundError naming
 the expected layout and the official source; a file with the wrong landmark
 count for its set raises ValueError. Input files are only ever read.
 
+Label sanity, option `sanity` (`SANITY_MODES`; checks in data/sanity.py):
+  "skip" (default)  faces whose labels fail a check are listed in `problems`
+                    (annotation file and line, image, reason) and left out;
+  "keep"            listed in `problems` and kept in the listing;
+  "off"             no check.
+Every reader in `SANITY_READERS` runs the per-face checks (points finite and
+inside the image, mouth below the eye line); the readers of pre-cropped sets
+(`SET_CHECKED`) also run the per-set test (face position or scale a robust
+outlier against the set's own median). Other readers do not check labels and
+accept only `sanity="off"`; tfds sets were checked when they were built.
+
 Names (module: what it reads; each module's docstring gives layout + source):
   wflw          wflw.py         list_98pt_rect_attr_*.txt + WFLW_images/
   300w          ibug_300w.py    iBUG .pts tree (+ bounding_boxes_*.mat)
@@ -41,6 +52,7 @@ from data.readers import common
 from data.readers.common import DatasetListing  # pylint: disable=unused-import
 from data.readers.common import IMAGE_CHECKS  # pylint: disable=unused-import
 from data.readers.common import Problem  # pylint: disable=unused-import
+from data.readers.common import SANITY_MODES  # pylint: disable=unused-import
 
 # name -> (module, function); modules are imported on first use.
 _READERS: Dict[str, Tuple[str, str]] = {
@@ -62,6 +74,11 @@ _READERS: Dict[str, Tuple[str, str]] = {
 
 NAMES = tuple(_READERS)
 
+# Readers with the `sanity` option; the second set also runs the set test.
+SANITY_READERS = ("wflw", "300w", "cofw", "celeba", "mafl", "aflw_m", "yt68",
+                  "mtfl")
+SET_CHECKED = ("celeba", "mafl", "aflw_m", "yt68", "mtfl")
+
 
 def reader(name: str) -> Callable[..., DatasetListing]:
   """The read function registered as `name` (ValueError listing the names)."""
@@ -80,10 +97,19 @@ def read_dataset(name: str, root: str, split: str, **options) -> DatasetListing:
       `python -m data.prepare` (then `root` is the tfds data_dir).
     root: the dataset folder (layout in the reader module's docstring).
     split: the split; each reader lists its own (ValueError otherwise).
-    **options: reader options, e.g. `check_images` (`IMAGE_CHECKS`).
+    **options: reader options, e.g. `check_images` (`IMAGE_CHECKS`),
+      `sanity` (`SANITY_MODES`, module doc).
   """
   if "check_images" in options:
     common.check_image_mode(options["check_images"])
+  if "sanity" in options:
+    common.check_sanity_mode(options["sanity"])
+    if name not in SANITY_READERS:
+      if options["sanity"] != "off":
+        raise ValueError(
+            f"{name}: the reader does not check labels; sanity="
+            f"{options['sanity']!r} is available for {list(SANITY_READERS)}")
+      options = {k: v for k, v in options.items() if k != "sanity"}
   if name.startswith("tfds:"):
     from data.readers import tfds_source  # pylint: disable=g-import-not-at-top
     return tfds_source.read(name[len("tfds:"):], root, split, **options)

@@ -19,6 +19,10 @@ leftmouth_x leftmouth_y rightmouth_x rightmouth_y` (pixels of the aligned
 image). `list_eval_partition.txt`: `name 0|1|2` (train / val / test).
 Splits: "train", "val", "test", "all". No boxes (aligned images): the
 SCE-MAE/DVE protocol crops a fixed window instead (data.transforms).
+
+Label sanity (`sanity`, common.SANITY_MODES, default "skip"): the per-face
+checks and the per-set position/scale test of data/sanity.py (aligned faces
+sit at one place and scale); the image sizes come from the image headers.
 """
 
 from __future__ import annotations
@@ -96,9 +100,10 @@ def read_partition(path: str, log: common.ProblemLog) -> Dict[str, int]:
 
 def listing_from_names(names, faces, landmarks_path: str, image_dir: str,
                        check_images: str, log: common.ProblemLog,
-                       dataset: str, split: str) -> common.DatasetListing:
+                       dataset: str, split: str,
+                       sanity: str = "skip") -> common.DatasetListing:
   """Records for `names` (in order) from CelebA's aligned landmarks."""
-  records = []
+  records, where = [], []
   for name in names:
     if name not in faces:
       log.add(landmarks_path, f"no landmarks for {name!r}")
@@ -109,13 +114,17 @@ def listing_from_names(names, faces, landmarks_path: str, image_dir: str,
                               landmarks_path):
       continue
     records.append(common.make_record(image_path, points, subset=split))
+    where.append((landmarks_path, number))
+  records = common.apply_sanity(records, where, log, sanity, set_checks=True)
   return common.DatasetListing(records, log.problems, dataset, split)
 
 
 def read(root: str, split: str, *, check_images: str = "exists",
-         image_dir: Optional[str] = None) -> common.DatasetListing:
+         image_dir: Optional[str] = None,
+         sanity: str = "skip") -> common.DatasetListing:
   """Lists aligned CelebA faces of `split` (see module docstring)."""
   common.check_split(NAME, split, SPLITS)
+  common.check_sanity_mode(sanity)
   common.require(root, NAME, LAYOUT, SOURCE)
   landmarks_path = landmarks_file(root)
   image_dir = image_dir or image_folder(root)
@@ -129,4 +138,4 @@ def read(root: str, split: str, *, check_images: str = "exists",
     partition = read_partition(partition_path, log)
     names = [n for n, p in partition.items() if p == PARTITION[split]]
   return listing_from_names(names, faces, landmarks_path, image_dir,
-                            check_images, log, NAME, split)
+                            check_images, log, NAME, split, sanity)

@@ -41,13 +41,18 @@ convention).
 Images stay inside the .mat: records carry a `CofwImageLoader` (a picklable
 module-level class holding the file path, the image dataset name and index;
 it opens the file lazily in whichever process decodes the image).
+
+Label sanity (`sanity`, common.SANITY_MODES, default "skip"): the per-face
+checks of data/sanity.py (points inside the image, mouth below the eye line);
+not the per-set position/scale test (faces anywhere in arbitrary photos).
+Image sizes come from the image datasets' shapes, without decoding.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -89,6 +94,15 @@ def read_image(path: str, images_key: str, index: int) -> np.ndarray:
   return np.transpose(data)  # MATLAB column-major -> [H, W(, 3)]
 
 
+def image_size(f, reference) -> Tuple[int, int]:
+  """`(width, height)` of the image `reference` points to in the open .mat.
+
+  The dataset is stored `(3, W, H)` or `(W, H)` (module docstring).
+  """
+  shape = f[reference].shape
+  return int(shape[-2]), int(shape[-1])
+
+
 class CofwImageLoader:
   """Picklable image loader for a record whose image is inside a COFW .mat."""
 
@@ -110,7 +124,8 @@ class CofwImageLoader:
 
 
 def read(root: str, split: str, *, check_images: str = "exists",
-         one_based: bool = False) -> common.DatasetListing:
+         one_based: bool = False,
+         sanity: str = "skip") -> common.DatasetListing:
   """Lists COFW faces of `split` ("train" or "test").
 
   Args:
@@ -119,10 +134,12 @@ def read(root: str, split: str, *, check_images: str = "exists",
     check_images: see `common.IMAGE_CHECKS`; "decode" decodes every image
       from the .mat ("verify" checks as "exists": the images are inside it).
     one_based: subtract 1 from points and box corner (module docstring).
+    sanity: see `common.SANITY_MODES`.
   """
   import h5py  # pylint: disable=g-import-not-at-top
   common.check_split(NAME, split, SPLITS)
   common.check_image_mode(check_images)
+  common.check_sanity_mode(sanity)
   common.require(root, NAME, LAYOUT, SOURCE)
   path = common.require(os.path.join(root, FILES[split]), NAME, LAYOUT, SOURCE)
   images_key, phis_key, boxes_key = KEYS[split]
@@ -136,6 +153,7 @@ def read(root: str, split: str, *, check_images: str = "exists",
       phis = np.asarray(f[phis_key][()], np.float64)
       boxes = np.asarray(f[boxes_key][()], np.float64)
       num_images = f[images_key].size
+      sizes = [image_size(f, ref) for ref in f[images_key][()].reshape(-1)]
   except OSError as e:
     raise ValueError(f"{NAME}: cannot open {path!r} as HDF5 (MATLAB v7.3): "
                      f"{e}") from e
@@ -148,7 +166,7 @@ def read(root: str, split: str, *, check_images: str = "exists",
     raise ValueError(f"{NAME}: {path}: {num} faces in {phis_key} but "
                      f"{boxes_key} {boxes.shape} and {num_images} images")
   shift = 1.0 if one_based else 0.0
-  records = []
+  records, where, record_sizes = [], [], []
   for i in range(num):
     x, y, occluded = np.split(phis[:, i], 3)
     landmarks = np.stack([x, y], axis=-1) - shift
@@ -167,4 +185,8 @@ def read(root: str, split: str, *, check_images: str = "exists",
         path, landmarks, visible=occluded == 0,
         box=box, subset=split, image_key=i,
         image_loader=loader))
+    where.append((path, None))
+    record_sizes.append(sizes[i])
+  records = common.apply_sanity(records, where, log, sanity, set_checks=False,
+                                sizes=record_sizes)
   return common.DatasetListing(records, log.problems, NAME, split)

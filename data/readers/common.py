@@ -2,10 +2,15 @@
 
 Every reader returns a `DatasetListing`: the `FaceRecord`s it could read and the
 `Problem`s it met (a corrupt image, a malformed annotation line, a missing image
-file). Problems are logged with `logging.warning` as they are found, counted and
-the offending face is skipped; nothing is dropped silently. Errors that make the
-whole listing meaningless (a missing folder, a file with the wrong number of
-landmarks for the set) raise instead.
+file, implausible landmarks). Problems are logged with `logging.warning` as
+they are found, counted and the offending face is skipped; nothing is dropped
+silently. Errors that make the whole listing meaningless (a missing folder, a
+file with the wrong number of landmarks for the set) raise instead.
+
+Label sanity (`apply_sanity`, the readers' `sanity` option, `SANITY_MODES`):
+the checks of data/sanity.py run on the faces a reader could read; each face
+that fails is reported at its annotation (file, line) with the image and the
+reason, then left out ("skip") or kept ("keep").
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from data import records as records_lib
+from data import sanity as sanity_lib
 
 FaceRecord = records_lib.FaceRecord
 
@@ -28,6 +34,12 @@ FaceRecord = records_lib.FaceRecord
 #             (reads the file, catches truncated/corrupt PNGs and non-images);
 #   "decode": decode every image fully (slow; catches everything).
 IMAGE_CHECKS = ("none", "exists", "verify", "decode")
+
+# What a reader does with faces whose labels fail data/sanity.py's checks:
+#   "skip": report them in `problems` and leave them out (the default);
+#   "keep": report them in `problems` and list them anyway;
+#   "off":  do not check.
+SANITY_MODES = ("skip", "keep", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +135,50 @@ def check_image_mode(mode: str) -> None:
   if mode not in IMAGE_CHECKS:
     raise ValueError(
         f"check_images must be one of {IMAGE_CHECKS}, got {mode!r}")
+
+
+def check_sanity_mode(mode: str) -> None:
+  """Raises ValueError unless `mode` is one of `SANITY_MODES`."""
+  if mode not in SANITY_MODES:
+    raise ValueError(f"sanity must be one of {SANITY_MODES}, got {mode!r}")
+
+
+def apply_sanity(records: Sequence[FaceRecord],
+                 where: Sequence[Tuple[str, Optional[int]]], log: ProblemLog,
+                 mode: str, *, set_checks: bool,
+                 groups: Optional[Sequence[Any]] = None,
+                 sizes: Optional[Sequence[Optional[Tuple[int, int]]]] = None
+                 ) -> List[FaceRecord]:
+  """Runs data/sanity.py on a reader's records; returns the records to list.
+
+  Args:
+    records: the faces the reader could read.
+    where: per record `(annotation file, 1-based line or None)`, where a
+      flagged face is reported: the place to fix the label.
+    log: the reader's problem log.
+    mode: one of `SANITY_MODES`.
+    set_checks: also run the per-set position/scale test (for sets of
+      pre-cropped faces only; data/sanity.py).
+    groups: per record a key; the set test compares faces within a group.
+    sizes: per record `(width, height)` or None; None reads the image headers.
+  """
+  check_sanity_mode(mode)
+  if mode == "off" or not records:
+    return list(records)
+  result = sanity_lib.check_records(records, sizes=sizes,
+                                    set_checks=set_checks, groups=groups)
+  suffix = " (kept: sanity='keep')" if mode == "keep" else ""
+  for flag in result.flags:
+    record = records[flag.index]
+    image = record.image_path
+    if record.image_key is not None:
+      image = f"{image}[{record.image_key}]"
+    path, line = where[flag.index]
+    log.add(path, f"image {image!r}: implausible landmarks: {flag.reason}"
+            f"{suffix}", line)
+  if mode == "keep":
+    return list(records)
+  return [records[i] for i in result.keep]
 
 
 def check_image(path: str, mode: str, log: ProblemLog,

@@ -36,6 +36,10 @@ files: a MATLAB struct array `bounding_boxes` with fields `imgName`,
 `bb_detector: 396.5,444.5,684.5,708.5` for afw/823016568_2 as quoted in
 trigeorgis/mdm issue #13; assumed to be in the points' 1-based frame (same
 group, same tools; not stated by iBUG) and shifted like them).
+
+Label sanity (`sanity`, common.SANITY_MODES, default "skip"): the per-face
+checks of data/sanity.py (points inside the image, mouth below the eye line);
+not the per-set position/scale test (faces anywhere in arbitrary photos).
 """
 
 from __future__ import annotations
@@ -95,15 +99,17 @@ def read_bbox_file(path: str, one_based: bool = True) -> Dict[str, dict]:
 
 def read(root: str, split: str, *, check_images: str = "exists",
          box_source: str = "points", bbox_dir: Optional[str] = None,
-         one_based: bool = True) -> common.DatasetListing:
+         one_based: bool = True,
+         sanity: str = "skip") -> common.DatasetListing:
   """Lists 300W faces of `split` (see module docstring)."""
   common.check_split(NAME, split, SPLITS)
+  common.check_sanity_mode(sanity)
   if box_source not in BOX_SOURCES:
     raise ValueError(f"box_source must be one of {BOX_SOURCES}, got "
                      f"{box_source!r}")
   common.require(root, NAME, LAYOUT, SOURCE)
   log = common.ProblemLog(NAME)
-  records = []
+  records, where = [], []
   for folder in FOLDERS[split]:
     folder_path = common.require(os.path.join(root, folder), NAME, LAYOUT,
                                  SOURCE)
@@ -137,6 +143,8 @@ def read(root: str, split: str, *, check_images: str = "exists",
         box = entry[box_source]
       records.append(common.make_record(
           image_path, landmarks, box=box, subset=subset))
+      where.append((path, None))
+  records = common.apply_sanity(records, where, log, sanity, set_checks=False)
   expected = OFFICIAL_COUNTS[split]
   if len(records) + len(log.problems) != expected:
     log.add(root, f"split {split!r} has {len(records) + len(log.problems)} "

@@ -11,6 +11,7 @@ Expected layout under `root` (a CelebA root, see celeba.py, plus):
   root/MAFL/testing.txt      1,000 image names
 
 Splits: "train", "test". Landmarks and images come from CelebA's aligned set.
+Label sanity (`sanity`): as celeba.py.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ LAYOUT = celeba.LAYOUT + "  root/MAFL/training.txt, root/MAFL/testing.txt\n"
 
 
 def read(root: str, split: str, *, check_images: str = "exists",
-         image_dir: Optional[str] = None) -> common.DatasetListing:
+         image_dir: Optional[str] = None,
+         sanity: str = "skip") -> common.DatasetListing:
   """Lists MAFL faces of `split` with CelebA's aligned landmarks."""
   common.check_split(NAME, split, SPLITS)
+  common.check_sanity_mode(sanity)
   common.require(root, NAME, LAYOUT, SOURCE)
   list_path = common.require(os.path.join(root, "MAFL", FILES[split]), NAME,
                              LAYOUT, SOURCE)
@@ -42,4 +45,4 @@ def read(root: str, split: str, *, check_images: str = "exists",
   names = [l.split()[0] for l in common.read_lines(list_path) if l.strip()]
   faces = celeba.read_landmarks(landmarks_path, log)
   return celeba.listing_from_names(names, faces, landmarks_path, image_dir,
-                                   check_images, log, NAME, split)
+                                   check_images, log, NAME, split, sanity)

@@ -20,9 +20,16 @@ written): gender 1 male / 2 female, smile 1 yes / 2 no, glasses 1 yes / 2 no,
 pose 1..5 (left profile .. right profile).
 
 "mtfl" reads the copy in ../shared/data/mtfl: `training.txt` only (the shared
-copy has just the training half, 10,000 80x80 faces) and lines with the 10
-coordinates but no attributes; both line forms are accepted by either name.
-Boxes: tight box of the 5 points (a small box; crops enlarge it).
+copy has 7,650 of the 10,000 training faces as 80x80 crops, see its README)
+and lines with the 10 coordinates but no attributes; both line forms are
+accepted by either name. Boxes: tight box of the 5 points (a small box; crops
+enlarge it).
+
+Label sanity (`sanity`, common.SANITY_MODES, default "skip"): the per-face
+checks and the per-set position/scale test of data/sanity.py. The faces are
+crops, so position and scale in the image are consistent within one source
+folder (`lfw_5590/`, `net_7876/`, `AFLW/`; the folders are cropped
+differently), and the set test compares each face with its folder.
 """
 
 from __future__ import annotations
@@ -58,15 +65,22 @@ def parse_line(text: str) -> dict:
               attributes=attributes)
 
 
+def source_folder(path: str) -> str:
+  """The first folder of an annotation's image path ("" if none): the group
+  whose faces share one crop."""
+  return path.split("/")[0] if "/" in path else ""
+
+
 def read_mtfl_file(name: str, root: str, split: str, check_images: str,
-                   layout: str = LAYOUT,
-                   source: str = SOURCE) -> common.DatasetListing:
+                   layout: str = LAYOUT, source: str = SOURCE,
+                   sanity: str = "skip") -> common.DatasetListing:
   """Lists `root/<training|testing>.txt` under the reader name `name`."""
   common.check_split(name, split, SPLITS)
   common.require(root, name, layout, source)
   path = common.require(os.path.join(root, FILES[split]), name, layout, source)
+  common.check_sanity_mode(sanity)
   log = common.ProblemLog(name)
-  records = []
+  records, where, groups = [], [], []
   for number, face in common.parsed_lines(common.read_lines(path), parse_line,
                                          log, path):
     image_path = os.path.join(root, face["path"])
@@ -75,17 +89,22 @@ def read_mtfl_file(name: str, root: str, split: str, check_images: str,
     records.append(common.make_record(
         image_path, face["landmarks"], box=common.points_box(face["landmarks"]),
         attributes=face["attributes"], subset=split))
+    where.append((path, number))
+    groups.append(source_folder(face["path"]))
+  records = common.apply_sanity(records, where, log, sanity, set_checks=True,
+                                groups=groups)
   return common.DatasetListing(records, log.problems, name, split)
 
 
-def read_aflw_m(root: str, split: str, *,
-                check_images: str = "exists") -> common.DatasetListing:
+def read_aflw_m(root: str, split: str, *, check_images: str = "exists",
+                sanity: str = "skip") -> common.DatasetListing:
   """MTFL / AFLW_M: "train" = training.txt, "test" = testing.txt (AFLW)."""
-  return read_mtfl_file("aflw_m", root, split, check_images)
+  return read_mtfl_file("aflw_m", root, split, check_images, sanity=sanity)
 
 
 def read_shared(root: str, split: str = "train", *,
-                check_images: str = "exists") -> common.DatasetListing:
+                check_images: str = "exists",
+                sanity: str = "skip") -> common.DatasetListing:
   """The shared 80x80 MTFL training copy (../shared/data/mtfl); train only."""
   if split != "train":
     raise ValueError(
@@ -95,4 +114,5 @@ def read_shared(root: str, split: str = "train", *,
   return read_mtfl_file(
       "mtfl", root, split, check_images,
       "  root/training.txt + root/lfw_5590/, root/net_7876/\n",
-      "../shared/data/mtfl (see its README.md); the full set: " + SOURCE)
+      "../shared/data/mtfl (see its README.md); the full set: " + SOURCE,
+      sanity)

@@ -34,6 +34,10 @@ selected by the attribute flags: "test_pose", "test_expression",
 "test_illumination", "test_makeup", "test_occlusion", "test_blur". WFLW has no
 per-point occlusion, so `visible` is all True (the occlusion flag is per face,
 in `attributes`).
+
+Label sanity (`sanity`, common.SANITY_MODES, default "skip"): the per-face
+checks of data/sanity.py (points inside the image, mouth below the eye line);
+not the per-set position/scale test (faces anywhere in arbitrary photos).
 """
 
 from __future__ import annotations
@@ -98,7 +102,8 @@ def format_line(landmarks: np.ndarray, box, attributes, path: str) -> str:
 
 
 def read(root: str, split: str, *, check_images: str = "exists",
-         image_dir: Optional[str] = None) -> common.DatasetListing:
+         image_dir: Optional[str] = None,
+         sanity: str = "skip") -> common.DatasetListing:
   """Lists WFLW faces of `split` (see module docstring).
 
   Args:
@@ -106,6 +111,7 @@ def read(root: str, split: str, *, check_images: str = "exists",
     split: one of `SPLITS`.
     check_images: see `common.IMAGE_CHECKS`.
     image_dir: images folder if not `root/WFLW_images`.
+    sanity: see `common.SANITY_MODES`.
   """
   common.check_split(NAME, split, SPLITS)
   common.require(root, NAME, LAYOUT, SOURCE)
@@ -114,8 +120,9 @@ def read(root: str, split: str, *, check_images: str = "exists",
   image_dir = image_dir or os.path.join(root, "WFLW_images")
   common.require(image_dir, NAME, LAYOUT, SOURCE)
   subset_flag = split[len("test_"):] if split.startswith("test_") else None
+  common.check_sanity_mode(sanity)
   log = common.ProblemLog(NAME)
-  records = []
+  records, where = [], []
   for number, face in common.parsed_lines(common.read_lines(path), parse_line,
                                          log, path):
     if subset_flag is not None and not face["attributes"][subset_flag]:
@@ -126,4 +133,6 @@ def read(root: str, split: str, *, check_images: str = "exists",
     records.append(common.make_record(
         image_path, face["landmarks"], box=face["box"],
         attributes=face["attributes"], subset=split))
+    where.append((path, number))
+  records = common.apply_sanity(records, where, log, sanity, set_checks=False)
   return common.DatasetListing(records, log.problems, NAME, split)

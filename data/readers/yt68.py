@@ -16,6 +16,10 @@ under `root/images/`) is evaluated with `--config.data.root=DIR` and
 `--config.data.eval_splits='("<split>",)'`. Points are 68 iBUG/300W points in
 pixels of the frame, used as written. The set has no face boxes: each box is
 the tight box of the 68 points (the usual 300W protocol), derived here.
+
+Label sanity (`sanity`, common.SANITY_MODES, default "skip"): the per-face
+checks and the per-set position/scale test of data/sanity.py (the frames are
+loose crops around one face, so faces sit at similar places and scales).
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ def parse_row(text: str):
   return fields[0], common.parse_floats(fields[1:]).reshape(NUM_POINTS, 2)
 
 
-def read(root: str, split: str, *,
-         check_images: str = "exists") -> common.DatasetListing:
+def read(root: str, split: str, *, check_images: str = "exists",
+         sanity: str = "skip") -> common.DatasetListing:
   """Lists yt68 faces of `split`; boxes are derived from the points."""
   if not split or os.sep in split or split.endswith(".csv"):
     raise ValueError(f"{NAME}: split must be a csv file stem such as "
@@ -54,8 +58,9 @@ def read(root: str, split: str, *,
   path = common.require(os.path.join(root, f"{split}.csv"), NAME, LAYOUT,
                         SOURCE)
   image_dir = common.require(os.path.join(root, "images"), NAME, LAYOUT, SOURCE)
+  common.check_sanity_mode(sanity)
   log = common.ProblemLog(NAME)
-  records = []
+  records, where = [], []
   rows = common.parsed_lines(common.read_lines(path), parse_row, log, path,
                              first_line=2)  # line 1: the header
   for number, (name, landmarks) in rows:
@@ -64,4 +69,6 @@ def read(root: str, split: str, *,
       continue
     records.append(common.make_record(
         image_path, landmarks, box=common.points_box(landmarks), subset=split))
+    where.append((path, number))
+  records = common.apply_sanity(records, where, log, sanity, set_checks=True)
   return common.DatasetListing(records, log.problems, NAME, split)
