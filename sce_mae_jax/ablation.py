@@ -142,17 +142,6 @@ def _with_detection(config, settings) -> ml_collections.ConfigDict:
   return cfg
 
 
-def training_samples(train: Dict[str, np.ndarray], flip: bool):
-  """The training crops, plus their mirror images when `flip`."""
-  from sce_mae_jax import detection  # pylint: disable=g-import-not-at-top
-  images, landmarks = train["image"], train["landmarks"]
-  if flip:
-    mirrored, mirrored_lms = detection.mirror_faces(images, landmarks)
-    images = np.concatenate([images, mirrored])
-    landmarks = np.concatenate([landmarks, mirrored_lms])
-  return images, landmarks
-
-
 def evaluate_detection(config, model, params, kind: str,
                        train: Dict[str, np.ndarray],
                        val: Dict[str, np.ndarray], settings, *,
@@ -166,7 +155,8 @@ def evaluate_detection(config, model, params, kind: str,
   head = detection.head_from_config(
       cfg, train["landmarks"].shape[1], "head",
       detection.norm_groups_for(kind, model))
-  images, landmarks = training_samples(train, bool(settings.flip))
+  images, landmarks = detection.training_samples(
+      train["image"], train["landmarks"], bool(settings.flip))
   n = images.shape[0]
   t0 = time.time()
   feats = detection.cache_features(
@@ -230,7 +220,7 @@ def supervised_reference(config, train, val, settings, *, epochs: int,
 
   out = supervised.train_supervised(
       model, train, epochs=int(epochs),
-      flip_permutation=schemes.get_scheme(k).flip_permutation,
+      scheme=schemes.get_scheme(k),
       batch_size=int(settings.batch_size),
       learning_rate=float(settings.learning_rate), seed=int(config.seed),
       evaluate=evaluate, log=log)

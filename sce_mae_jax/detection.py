@@ -48,7 +48,7 @@ from sce_mae_jax import stage2
 
 HEADS = ("conv_block", "intermediate")
 
-# Names kept for callers of the former module layout (ablation, tests).
+# Names kept for callers of the former module layout.
 normalise_points = kh.normalise_points
 denormalise_points = kh.denormalise_points
 smooth_l1 = kh.smooth_l1
@@ -178,6 +178,17 @@ def mirror_faces(images: np.ndarray, landmarks: np.ndarray
       np.float32)
 
 
+def training_samples(images: np.ndarray, landmarks: np.ndarray, flip: bool
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+  """The training crops and landmarks, plus their mirror images when `flip`
+  (`mirror_faces`)."""
+  if not flip:
+    return images, landmarks
+  mirrored, mirrored_lms = mirror_faces(images, landmarks)
+  return (np.concatenate([images, mirrored]),
+          np.concatenate([landmarks, mirrored_lms]))
+
+
 def train_all_annotations(head: nn.Module, train_features, train_landmarks,
                           val_features, val_landmarks, image_size: int,
                           settings: kh.TrainSettings, *,
@@ -217,12 +228,10 @@ def all_annotations_mode(method, config, workdir):
   train = stage2.load_arrays(config, method.train_records)
   val = _eval_arrays(method, config)
   size = val["image"].shape[1]
-  feats, lms = method.cache(train["image"]), train["landmarks"]
-  if bool(d.get("flip", True)):
-    images, flipped = mirror_faces(train["image"], lms)
-    feats = np.concatenate([feats, method.cache(images)])
-    lms = np.concatenate([lms, flipped])
-    del images
+  images, lms = training_samples(train["image"], train["landmarks"],
+                                 bool(d.get("flip", True)))
+  feats = method.cache(images)
+  del images
   settings = all_annotation_settings(d, seed=int(config.seed))
   out = train_all_annotations(
       method.head, feats, lms, method.cache(val["image"]), val["landmarks"],

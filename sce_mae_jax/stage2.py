@@ -346,11 +346,16 @@ class EncodedIterator:
                        f"batch of {batch_size}.")
     self.encoded, self.batch_size, self.seed = encoded, batch_size, seed
     self.epoch, self.position = 0, 0
+    self._order_of = (-1, None)
 
   def _order(self):
-    rng = np.random.default_rng([self.seed, self.epoch])
-    n = len(self.encoded)
-    return rng.permutation(n), (rng.random(n) < 0.5).astype(np.int64)
+    """`(permutation, mirror flags)` of the current epoch, drawn once."""
+    if self._order_of[0] != self.epoch:
+      rng = np.random.default_rng([self.seed, self.epoch])
+      n = len(self.encoded)
+      self._order_of = (self.epoch, (rng.permutation(n),
+                                     (rng.random(n) < 0.5).astype(np.int64)))
+    return self._order_of[1]
 
   def __iter__(self):
     return self

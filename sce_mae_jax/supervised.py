@@ -67,28 +67,26 @@ class SupervisedDetector(nn.Module):
 
 
 def flip_batch(images: np.ndarray, landmarks: np.ndarray, flip: np.ndarray,
-               permutation: Sequence[int]):
-  """Mirrors the faces where `flip` is True (pixel centres: x -> S - 1 - x)
-  and swaps left / right points with `permutation`."""
+               scheme):
+  """Mirrors the faces where `flip` is True (`scheme.flip_landmarks`: x
+  mirrored about the pixel centres, left / right points swapped)."""
   images = images.copy()
   landmarks = np.asarray(landmarks, np.float32).copy()
-  size = images.shape[2]
   images[flip] = images[flip][:, :, ::-1]
-  mirrored = landmarks[flip][:, np.asarray(permutation)]
-  mirrored[..., 0] = (size - 1) - mirrored[..., 0]
-  landmarks[flip] = mirrored
+  landmarks[flip] = scheme.flip_landmarks(landmarks[flip], images.shape[2])
   return images, landmarks
 
 
 def train_supervised(model: SupervisedDetector, train: Dict[str, np.ndarray],
-                     *, epochs: int, flip_permutation: Sequence[int],
+                     *, epochs: int, scheme,
                      batch_size: int = 32, learning_rate: float = 1e-3,
                      weight_decay: float = 1e-4, seed: int = 0,
                      evaluate: Optional[Callable[[dict], float]] = None,
                      log=print) -> dict:
   """Trains `model` on `train` (`image` uint8 `[n, S, S, 3]`, `landmarks`
   crop px `[n, K, 2]`) for `epochs` full passes (the last partial batch is
-  dropped each epoch); flips with probability 0.5.
+  dropped each epoch); flips with probability 0.5 (`scheme`: the
+  `data.schemes.LandmarkScheme` of the points).
 
   Args:
     evaluate: optional `params -> val NME`, called after every epoch (the
@@ -135,7 +133,7 @@ def train_supervised(model: SupervisedDetector, train: Dict[str, np.ndarray],
     for b in range(steps_per_epoch):
       idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
       x, y = flip_batch(images[idx], landmarks[idx],
-                        rng.random(idx.size) < 0.5, flip_permutation)
+                        rng.random(idx.size) < 0.5, scheme)
       params, opt, loss = step(params, opt, jnp.asarray(x), jnp.asarray(y))
       losses.append(loss)
     entry = {"epoch": epoch + 1,
