@@ -15,14 +15,24 @@ Re-running the same command in the same workdir resumes from the latest
 checkpoint. `--mode=eval --checkpoint=DIR` evaluates the checkpoints of the
 training workdir DIR (read only) and writes the report (results.json,
 results.md, ced.png for STAR) into --workdir.
+
+A mistake in the command, config or data (`training.errors.UserError`: a
+missing data folder, a bad config or flag value, a missing checkpoint, a
+config that differs from the checkpoint's) is printed as one `error: ...`
+line (details, e.g. the expected data layout, indented below it) and exits
+with status 2, without a traceback; any other exception is a bug and keeps
+its traceback.
 """
 
 import importlib
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from training import errors
 
 # Method name -> module providing `make_method(config)`; imported on use so a
 # method's dependencies are only needed when it runs.
@@ -59,13 +69,28 @@ def make_method(config):
   elif isinstance(name, str) and "." in name:
     module = importlib.import_module(name)
   else:
-    raise ValueError(f"unknown config.method {name!r}; known methods: "
-                     f"{', '.join(sorted(METHODS))} (or a dotted module path "
-                     "providing make_method(config))")
+    raise errors.UserError(
+        f"unknown config.method {name!r}; known methods: "
+        f"{', '.join(sorted(METHODS))} (or a dotted module path providing "
+        "make_method(config))")
   return module.make_method(config)
 
 
+def format_user_error(error: errors.UserError) -> str:
+  """`error: <first line>`, further lines of the message indented below."""
+  first, *rest = str(error).strip().splitlines() or [type(error).__name__]
+  return "\n".join([f"error: {first}"] + [f"  {line}" for line in rest])
+
+
 def main(argv):
+  try:
+    _main(argv)
+  except errors.UserError as e:
+    print(format_user_error(e), file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:

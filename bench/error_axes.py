@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import schemes  # pylint: disable=g-import-not-at-top,wrong-import-position
 from star_jax import inference  # pylint: disable=g-import-not-at-top,wrong-import-position
 from star_jax import loss as loss_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from star_jax import method  # pylint: disable=g-import-not-at-top,wrong-import-position
+from star_jax import data as star_data  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def error_axes(workdir: str, batch_size: int = 64) -> dict:
@@ -38,7 +38,7 @@ def error_axes(workdir: str, batch_size: int = 64) -> dict:
   config, model, variables = inference.load_checkpoint(
       workdir, "latest", use_ema=False)
   config.data.num_workers = 0
-  data = method.StarData(config, schemes.get_scheme(config.data.scheme))
+  data = star_data.StarData(config, schemes.get_scheme(config.data.scheme))
   split = config.data.eval_splits[0]
   spread, major, minor, errors = [], [], [], []
   for batch in data.eval_iterators(batch_size)[split]():

@@ -338,13 +338,15 @@ def torch_worker(args) -> dict:
   sys.path.insert(0, REPO_ROOT)
   from bench import torch_hourglass  # pylint: disable=g-import-not-at-top
   from data import schemes  # pylint: disable=g-import-not-at-top
+  from star_jax import aam  # pylint: disable=g-import-not-at-top
 
   if args.loss != "mse":
     raise ValueError("The PyTorch side implements only --loss=mse.")
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   scheme = schemes.get_scheme(98)
-  e2p = torch.from_numpy(schemes.edge_to_point_matrix(scheme))
+  e2p = torch.from_numpy(
+      aam.edge_to_point_matrix(scheme.edges, scheme.num_points))
   net = torch_hourglass.StackedHourglass(98, e2p, num_stacks=args.num_stacks)
   net = net.to(memory_format=torch.channels_last).train()
   opt = torch.optim.Adam(net.parameters(), lr=1e-3)

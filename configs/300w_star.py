@@ -22,11 +22,11 @@ Settings as configs/wflw_star.py (public code); NME with the outer eye corners
 Result to reach (paper, Table 6): full 2.87, common 2.52, challenge 4.32 (NME %).
 """
 
-from star_jax import method
+from configs import common
 
 
 def get_config():
-  c = method.base_config()
+  c = common.star()
   c.data.name = "300w"
   c.data.scheme = "300w"
   c.data.train_split = "train"

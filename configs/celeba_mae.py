@@ -26,14 +26,14 @@ Paper (Sec. 4): 400 epochs, batch 512, lr 3e-4, patch 8. MAE: mask 0.75,
 norm_pix_loss, AdamW betas (0.9, 0.95), weight decay 0.05 (none on biases,
 norms, pos/cls/mask tokens), 40 warm-up epochs then cosine to 0. The paper's
 3e-4 equals MAE's base lr 1.5e-4 * 512 / 256, so lr follows the MAE rule
-`base_learning_rate * batch_size / 256` (pretrain.base_config).
+`base_learning_rate * batch_size / 256` (configs/common.py mae()).
 """
 
-from sce_mae_jax import pretrain
+from configs import common
 
 
 def get_config():
-  c = pretrain.base_config()
+  c = common.mae()
   c.data.name = "celeba"
   c.data.root = ""                  # --config.data.root=/path/to/CelebA
   c.data.crop_mode = "dve_celeba"

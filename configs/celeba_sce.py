@@ -31,11 +31,11 @@ Paper numbers (DeiT-B): matching same / different identity 0.27 / 1.61
 this machine).
 """
 
-from sce_mae_jax import stage2
+from configs import common
 
 
 def get_config():
-  c = stage2.base_config()
+  c = common.sce()
   c.data.name = "celeba"
   c.data.root = ""                  # --config.data.root=/path/to/celeba
   c.data.train_split = "train"

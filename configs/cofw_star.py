@@ -16,11 +16,11 @@ at 0.1.
 Result to reach (paper, Table 7): NME 4.62 (inter-pupil), 3.21 (inter-ocular).
 """
 
-from star_jax import method
+from configs import common
 
 
 def get_config():
-  c = method.base_config()
+  c = common.star()
   c.data.name = "cofw"
   c.data.scheme = "cofw"
   c.data.train_split = "train"

@@ -20,18 +20,15 @@ Model: a small STAR hourglass (2 stacks, depth 2, width 32) without AAM on
 stack with the 2^i / 2^(S-1) weights, Adam 1e-3 with x0.1 at
 70 % and 90 % of training, EMA. Prints NME / FR / AUC (300W normaliser: outer
 eye corners 36, 45; threshold 0.1) of the raw and EMA parameters at the end of
-every eval epoch and writes them to <workdir>/final_metrics.json.
-
-Reached here (README "Measured", 2-core CPU, 1,024 steps): STAR NME 0.0525,
-FR@0.1 0.4 %, AUC@0.1 0.475 in 8 min 40 s; the smooth-L1 baseline
-(--config.loss.star=False) 0.0545, 1.2 %, 0.456 in 8 min 42 s. A mean shape scores 0.256.
+every eval epoch and writes them to <workdir>/final_metrics.json. Results
+and the mean-shape baseline: README "Measured".
 """
 
-from star_jax import method
+from configs import common
 
 
 def get_config():
-  c = method.base_config()
+  c = common.star()
   c.data.name = "synthetic"
   c.data.scheme = "300w"
   c.data.train_split = "train"
@@ -53,8 +50,8 @@ def get_config():
   # (sigma = 1.5 * S / 256 = 0.375 px, 1 px lines at 256 px), which at a
   # 16x16 heatmap is sub-pixel: half of the point targets have a peak < 0.01,
   # the AAM masks learn to suppress those heatmaps, and training stalls
-  # (measured: NME 0.231 after 512 steps with AAM vs 0.256 for the mean
-  # shape). The AAM is used at 256 px (configs/*_star.py).
+  # (near the mean shape; README "Measured"). The AAM is used at 256 px
+  # (configs/*_star.py).
   c.model.use_aam = False
 
   c.eval.normaliser = "300w"
@@ -62,9 +59,8 @@ def get_config():
 
   c.batch_size = 32
   c.eval_batch_size = 64
-  # 32 epochs = 1,024 steps (~8 min on 2 cores). At half this budget the
-  # smooth-L1 baseline was ahead (README "Measured": STAR needs the longer
-  # schedule on these faces).
+  # 32 epochs = 1,024 steps, minutes on 2 cores (README "Measured" compares
+  # budgets).
   c.num_epochs = 32
   c.optimizer.decay_epochs = (22.4, 28.8)  # 70 % and 90 % of training.
   c.ema.half_life_examples = 2000.0

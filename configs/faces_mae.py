@@ -29,18 +29,18 @@ Model: DeiT-T/8 at 96 px (144 patches, 36 kept at mask ratio 0.75), the
 "small" decoder (256 wide x 4 blocks x 8 heads), norm_pix_loss. Optimiser as
 the paper / MAE (AdamW (0.9, 0.95), wd 0.05, warm-up then cosine), but with a
 base rate of 1.5e-3 (lr = 1.5e-3 * 64 / 256 = 3.75e-4) instead of MAE's
-1.5e-4: MAE's rate is tuned for 400-1600 epochs; this budget is 10 (about
-70 minutes on a 2-core CPU; results in README "Measured"). On a faster
+1.5e-4: MAE's rate is tuned for 400-1600 epochs; this budget is 10 (one
+background run on a 2-core CPU; results in README "Measured"). On a faster
 machine raise --config.num_epochs (the schedule follows it; decide it before
 the run: a run resumes with the same command, and num_epochs changes the
 cosine schedule).
 """
 
-from sce_mae_jax import pretrain
+from configs import common
 
 
 def get_config():
-  c = pretrain.base_config()
+  c = common.mae()
   c.data.name = "faces"
   c.data.yt68_root = "../shared/data/yt68"
   c.data.mtfl_root = "../shared/data/mtfl"

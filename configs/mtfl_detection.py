@@ -31,12 +31,12 @@ detection.stage2_workdir the projector is random and the backbone comes from
 backbone.checkpoint (or is random).
 """
 
+from configs import common
 from configs import mtfl_sce
-from sce_mae_jax import detection
 
 
 def get_config():
-  c = detection.base_config()
+  c = common.detection()
   base = mtfl_sce.get_config()
   for key in ("data", "backbone", "carb", "projector", "inference"):
     c[key] = base[key]

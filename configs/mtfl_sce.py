@@ -28,9 +28,10 @@ half: root/testing.txt + its images) without retraining:
   --config.data.eval_name=aflw_m --config.data.eval_root=/path/to/MTFL \
   --config.data.eval_splits='("test",)'
 
-Backbone: DeiT-T (the CPU-sized stage 1; the paper's default is DeiT-S). The
-stage-1 ViT is described here and checked against the checkpoint (a mismatch
-is refused with the differing parameter named). Dense inference at stride 4
+Backbone: the stage-1 run's encoder, built from the config stored in its
+workdir (configs/faces_mae.py: DeiT-T, the CPU-sized stage 1; the paper's
+default is DeiT-S). The backbone fields here describe only the random ViT
+used without a checkpoint (ablation row (a)). Dense inference at stride 4
 (24 x 24 maps) for the CPU budget; the paper-like setting is
 --config.inference.stride=2. Without --config.backbone.checkpoint the
 backbone is a random ViT. Stage 2 runs for 10 epochs (the CL budget); the
@@ -38,11 +39,11 @@ frozen encoder's outputs for every training crop and its mirror image are
 computed once (`cache_encoder`, the same maths as encoding in every step).
 """
 
-from sce_mae_jax import stage2
+from configs import common
 
 
 def get_config():
-  c = stage2.base_config()
+  c = common.sce()
   c.data.name = "mtfl"
   c.data.root = "../shared/data/mtfl"
   c.data.train_split = "train"

@@ -22,11 +22,11 @@ raw and the EMA parameters; the best checkpoint is chosen by test_ema/nme
 Result to reach (paper, Table 5): NME 4.02, FR 2.32 %, AUC 0.605.
 """
 
-from star_jax import method
+from configs import common
 
 
 def get_config():
-  c = method.base_config()
+  c = common.star()
   c.data.name = "wflw"
   c.data.scheme = "wflw"
   c.data.train_split = "train"

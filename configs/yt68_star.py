@@ -27,14 +27,8 @@ px), 2 stacks, hourglass depth 3, width 64, no AAM (at 16x16 heatmaps the
 public point/edge targets are sub-pixel, see configs/default.py), batch 32,
 2,800 steps (~30 epochs of 92 steps), Adam 1e-3 x0.1 at 70 % and 90 %. The
 smooth-L1 baseline is the same run with --config.loss.star=False.
-Reached here (README "Measured"): val NME 5.88 % (inter-ocular 36/45),
-FR@0.1 2.61 %, AUC@0.1 0.416, median 5.55 % for STAR; 5.94 % for the
-smooth-L1 baseline; 36 min of CPU on one core each (dlib's 68-point model:
-about 7.1 % on these frames). Without flip augmentation
-(--config.data.augment.flip_prob=0) STAR reaches 5.02 % (the smooth-L1
-baseline without flips 5.25 %): yt68's labels sit
-~1.3 px right of the mirror-symmetric position, which a flip-trained model
-cannot learn (README "Measured"); flips stay on here, as in the paper.
+Results, the smooth-L1 baseline and the effect of flip augmentation on
+yt68's labels: README "Measured"; flips stay on here, as in the paper.
 The paper-sized model (256 px, 4 stacks, depth 4, width 256, AAM, batch 128)
 is `--config.data.crop_size=256 --config.model.num_stacks=4
 --config.model.depth=4 --config.model.width=256 --config.model.use_aam=True
@@ -43,11 +37,11 @@ is `--config.data.crop_size=256 --config.model.num_stacks=4
 x0.1 at 200 / 350 / 450; GPU territory).
 """
 
-from star_jax import method
+from configs import common
 
 
 def get_config():
-  c = method.base_config()
+  c = common.star()
   c.data.name = "yt68"
   c.data.root = "../shared/data/yt68"
   c.data.scheme = "300w"

@@ -60,6 +60,7 @@ from data import augment as augment_lib
 from data import records as records_lib
 from data import schemes as schemes_lib
 from data import transforms
+from training import errors
 
 MAX_REPLACEMENTS = 16
 SCE_SIZE = 96
@@ -322,8 +323,8 @@ def make_landmark_loader(records: Sequence[records_lib.FaceRecord], *,
       augment=augment_lib.AugmentConfig.from_mapping(augment_config),
       crop_mode=crop_mode, points_margin=float(points_margin))
   if crop_mode not in transforms.CROP_MODES:
-    raise ValueError(f"crop_mode must be one of {transforms.CROP_MODES}, "
-                     f"got {crop_mode!r}")
+    raise errors.UserError(f"crop_mode must be one of {transforms.CROP_MODES}, "
+                           f"got {crop_mode!r}")
   make = _StarMake(config)
   factory = lambda recs: _SampleTransform(recs, make, make.empty, train)
   return _build_loader(records, factory, train=train, batch_size=batch_size,

@@ -17,7 +17,6 @@ open while the right eye (8, 12, 10, 13) is closed.
 Usage:
   scheme = get_scheme(68)
   scheme.edges               # 9 tuples of point indices
-  edge_to_point_matrix(scheme)   # float32 [9, 68], 1 where point p is on edge e
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ import dataclasses
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from training import errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,23 +180,15 @@ def get_scheme(num_points_or_name) -> LandmarkScheme:
   if isinstance(num_points_or_name, str):
     key = num_points_or_name.lower()
     if key not in _BY_NAME:
-      raise ValueError(f"unknown landmark scheme {num_points_or_name!r}; "
-                       f"expected one of {sorted(_BY_NAME)}")
+      raise errors.UserError(f"unknown landmark scheme {num_points_or_name!r}; "
+                             f"expected one of {sorted(_BY_NAME)}")
     return _BY_NAME[key]
   n = int(num_points_or_name)
   if n not in _SCHEMES:
-    raise ValueError(f"no landmark scheme with {n} points; supported: "
-                     f"{sorted(_SCHEMES)} (WFLW 98, 300W 68, COFW 29, 5-point)")
+    raise errors.UserError(
+        f"no landmark scheme with {n} points; supported: "
+        f"{sorted(_SCHEMES)} (WFLW 98, 300W 68, COFW 29, 5-point)")
   return _SCHEMES[n]
-
-
-def edge_to_point_matrix(scheme: LandmarkScheme,
-                         dtype=np.float32) -> np.ndarray:
-  """The fixed E2H matrix of the AAM: `[E, N]`, 1 where point p lies on edge e."""
-  m = np.zeros((scheme.num_edges, scheme.num_points), dtype=dtype)
-  for e, indices in enumerate(scheme.edges):
-    m[e, list(indices)] = 1
-  return m
 
 
 def normaliser_distance(scheme: LandmarkScheme, landmarks: np.ndarray,

@@ -37,6 +37,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from training import errors
+
 BOX_SCALE_FACTOR = 1.05
 POINTS_MARGIN = 1.25
 CROP_MODES = ("auto", "center_scale", "box", "points")
@@ -148,7 +150,8 @@ def record_center_scale(record, crop_mode: str = "auto",
                         ) -> Tuple[np.ndarray, float]:
   """Centre and scale of a `FaceRecord` according to `crop_mode` (see module doc)."""
   if crop_mode not in CROP_MODES:
-    raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
+    raise errors.UserError(
+        f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
   has_cs = record.center is not None and record.scale is not None
   if crop_mode == "center_scale" or (crop_mode == "auto" and has_cs):
     if not has_cs:

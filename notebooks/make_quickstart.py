@@ -243,12 +243,12 @@ saved as a JPEG and read back like any photo. `Predictor.from_path` takes a
 training workdir (the live model) or an exported artifact; the face box
 `(x1, y1, x2, y2)` here is the box of the true points (you would take it from
 a face detector). Landmarks come back in pixels of the original image;
-`star_jax.figures.landmark_overlay` draws them (green) with the true points
+`landmarks.plots.landmark_overlay` draws them (green) with the true points
 (red). The same from a shell: `python -m star_jax.predict --checkpoint
 TRAIN_DIR --image face.jpg --box x1,y1,x2,y2 --out DIR`.
 """),
     ("code", r"""
-from star_jax import figures
+from landmarks import plots
 from star_jax import predict
 
 face, truth = synthetic.render_face(seed=7, index=0, image_size=160)
@@ -263,8 +263,8 @@ face_nme = np.linalg.norm(result["landmarks"] - truth, axis=-1).mean() / (
     np.linalg.norm(truth[36] - truth[45]))
 print(f"face box {np.round(box, 1).tolist()}, NME on this face = "
       f"{face_nme:.4f}")
-figures.landmark_overlay(image, result["landmarks"], gt=truth, box=box,
-                         path=os.path.join(FIG_DIR, "overlay.png"))
+plots.landmark_overlay(image, result["landmarks"], gt=truth, box=box,
+                       path=os.path.join(FIG_DIR, "overlay.png"))
 show_image(os.path.join(FIG_DIR, "overlay.png"))
 """),
     ("markdown", r"""
@@ -283,9 +283,9 @@ if os.path.isfile(os.path.join(YT68, "val.csv")):
                     .convert("RGB"))
   real_box = np.concatenate([points.min(0), points.max(0)])
   real_result = predictor.predict([real], boxes=[real_box])[0]
-  figures.landmark_overlay(real, real_result["landmarks"], gt=points,
-                           box=real_box,
-                           path=os.path.join(FIG_DIR, "overlay_yt68.png"))
+  plots.landmark_overlay(real, real_result["landmarks"], gt=points,
+                         box=real_box,
+                         path=os.path.join(FIG_DIR, "overlay_yt68.png"))
   show_image(os.path.join(FIG_DIR, "overlay_yt68.png"))
 else:
   print("no yt68 data next to the repository; skipped")
@@ -316,13 +316,13 @@ print("heatmaps", heatmaps.shape, "on a", crop.shape, "crop")
 # A dozen landmarks (jaw, eye corners, nose tip, mouth corners), as the
 # paper's figure shows a few; all 68 overlap on a 32 px crop.
 shown = [0, 4, 8, 12, 16, 36, 39, 42, 45, 30, 48, 54]
-figures.heatmap_pca_ellipses(crop, heatmaps[shown],
-                             align_corners=config.loss.align_corners,
-                             path=os.path.join(FIG_DIR, "fig3_pca.png"))
+plots.heatmap_pca_ellipses(crop, heatmaps[shown],
+                           align_corners=config.loss.align_corners,
+                           path=os.path.join(FIG_DIR, "fig3_pca.png"))
 show_image(os.path.join(FIG_DIR, "fig3_pca.png"))
 
-figures.training_curves(TRAIN_DIR, ["train/loss", "test/nme", "test_ema/nme"],
-                        path=os.path.join(FIG_DIR, "training_curves.png"))
+plots.training_curves(TRAIN_DIR, ["train/loss", "test/nme", "test_ema/nme"],
+                      path=os.path.join(FIG_DIR, "training_curves.png"))
 show_image(os.path.join(FIG_DIR, "training_curves.png"))
 """),
     ("markdown", r"""

@@ -50,7 +50,7 @@ With configs/mtfl_matching.py (the default) these are MTFL-val numbers (the
 fixed split of the shared 80 x 80 MTFL copy, "center" crops), not MAFL /
 AFLW results, and not comparable with the paper's Table 4 values.
 
-Detection settings: `sce_mae_jax.detection.base_config()`'s `detection`
+Detection settings: `configs.common.detection()`'s `detection`
 section, overridden by the `detection` section of `--detection_config`
 (default configs/mtfl_detection.py), overridden by the `detection` section
 of `--config` when it has one. Only that section of `--detection_config` is
@@ -119,11 +119,11 @@ def detection_settings(config, detection_config=None):
   """The `detection` section: base defaults < `detection_config` < `config`.
 
   Returns:
-    a new ConfigDict (`detection.base_config().detection` with the keys of
+    a new ConfigDict (`configs.common.detection().detection` with the keys of
     `detection_config.detection`, then of `config.detection`, overridden).
   """
-  from sce_mae_jax import detection  # pylint: disable=g-import-not-at-top
-  settings = detection.base_config().detection
+  from configs import common  # pylint: disable=g-import-not-at-top
+  settings = common.detection().detection
   for source in (detection_config, config):
     if source is not None and "detection" in source:
       section = source.detection

@@ -4,8 +4,11 @@ Stage 2 and every evaluation protocol (matching, detection, t-SNE) use the
 encoder of a stage-1 run (`sce_mae_jax.pretrain`, an orbax workdir written by
 `training/checkpoints.py`) as a fixed feature extractor:
 
-  * `encoder_from_config(cfg)`: the `vit.ViTEncoder` described by
-    `cfg.backbone` (preset + overrides; image size 96, patch 8 by default).
+  * `encoder_from_config(cfg)`: the `vit.ViTEncoder` of the stage-1 run
+    `cfg.backbone.checkpoint`, built from the config that run stored with
+    its checkpoint (`stage1_encoder`), so stage 2 never re-describes it;
+    without a checkpoint, the random ViT that `cfg.backbone` describes
+    (preset + overrides; image size 96, patch 8 by default).
   * `load_encoder_params(workdir, which)`: restores the checkpoint's train
     state without knowing the stage-1 method's structure and returns the
     encoder sub-tree (the dict that holds `patch_embed`, `block1`, ...; in an
@@ -31,6 +34,7 @@ import numpy as np
 from flax import traverse_util
 
 from sce_mae_jax import vit
+from training import errors
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -40,21 +44,58 @@ NORMALISATIONS = ("imagenet", "unit")
 def normalise_images(images: jax.Array, kind: str = "imagenet") -> jax.Array:
   """uint8 (or 0..255 float) `[..., 3]` -> float32 network input."""
   if kind not in NORMALISATIONS:
-    raise ValueError(f"backbone.normalise must be one of {NORMALISATIONS}, "
-                     f"got {kind!r}.")
+    raise errors.UserError(
+        f"backbone.normalise must be one of {NORMALISATIONS}, "
+        f"got {kind!r}.")
   x = images.astype(jnp.float32) / 255.0
   if kind == "imagenet":
     x = (x - IMAGENET_MEAN) / IMAGENET_STD
   return x
 
 
-def encoder_from_config(cfg) -> vit.ViTEncoder:
-  """`cfg.backbone`: preset (deit_tiny/small/base) + optional overrides.
+def stage1_encoder(workdir: str, which: str = "latest") -> vit.ViTEncoder:
+  """The encoder of a stage-1 (`sce_mae_pretrain`) run, from the resolved
+  config it stored with its `which` checkpoint (`model.preset`,
+  `model.image_size`, `model.patch_size`, `model.encoder_overrides`, as
+  `pretrain.model_from_config` builds it). It computes in float32 whatever
+  dtype stage 1 trained in.
 
-  Overrides (any `ViTEncoder` field): image_size, patch_size, width, depth,
-  num_heads, mlp_ratio, pos_embed; 0 / "" / None mean "the preset's value".
+  Raises:
+    errors.MissingInputError: no such workdir or checkpoint.
+    errors.UserError: the run is not a stage-1 MAE run.
+  """
+  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  stored = ckpt_lib.run_config(
+      workdir, which=which,
+      hint="pass --config.backbone.checkpoint=<the --workdir of a "
+      "sce_mae_pretrain run> (or leave it empty for a random ViT)")
+  model = stored.get("model") or {}
+  if stored.get("method") != "sce_mae_pretrain" or "preset" not in model:
+    raise errors.UserError(
+        f"{workdir} is not a stage-1 MAE run: the config stored with its "
+        f"checkpoint has method={stored.get('method')!r} and no "
+        "model.preset; --config.backbone.checkpoint must be the --workdir "
+        "of a sce_mae_pretrain run.")
+  return vit.vit_encoder(
+      model["preset"], image_size=int(model["image_size"]),
+      patch_size=int(model["patch_size"]),
+      **dict(model.get("encoder_overrides") or {}))
+
+
+def encoder_from_config(cfg) -> vit.ViTEncoder:
+  """The frozen encoder of `cfg.backbone`.
+
+  With `checkpoint` (a stage-1 workdir): that run's encoder
+  (`stage1_encoder`, its stored config; the architecture fields below are
+  not read). Without: the random ViT of `preset` (deit_tiny/small/base) +
+  optional overrides (any `ViTEncoder` field): image_size, patch_size,
+  width, depth, num_heads, mlp_ratio, pos_embed; 0 / "" / None mean "the
+  preset's value".
   """
   b = cfg.backbone
+  path = b.get("checkpoint", "") or ""
+  if path:
+    return stage1_encoder(os.path.expanduser(path), b.get("which", "latest"))
   overrides = {}
   for k in ("image_size", "patch_size", "width", "depth", "num_heads",
             "mlp_ratio", "pos_embed"):
@@ -104,42 +145,17 @@ def load_encoder_params(workdir: str, which: str = "latest",
     FileNotFoundError: no such workdir / checkpoint.
     ValueError: the checkpoint holds no ViT encoder.
   """
-  from orbax import checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   if not workdir or not os.path.isdir(workdir):
-    raise FileNotFoundError(
+    raise errors.MissingInputError(
         f"stage-1 workdir {workdir!r} does not exist; pass "
         "--config.backbone.checkpoint=<the --workdir of a sce_mae_pretrain "
         "run> (or leave it empty for a random ViT).")
-  sub = "checkpoints_best" if which == "best" else "checkpoints"
-  if not os.path.isdir(os.path.join(workdir, sub)):
-    raise FileNotFoundError(f"no {sub}/ under {workdir}; train stage 1 first "
-                            "(python run.py --config=configs/..._pretrain.py).")
-  checkpointer = ckpt_lib.Checkpointer(
-      workdir, best_metric="__any__" if which == "best" else None,
-      async_save=False)
-  try:
-    step = checkpointer.step_for(which)
-    if step is None:
-      raise FileNotFoundError(f"no {which} checkpoint under {workdir}/{sub}.")
-    manager = checkpointer.best if which == "best" else checkpointer.periodic
-    out = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))
-  finally:
-    checkpointer.close()
-  state = out["state"]
-  state = state if isinstance(state, dict) else dict(state)
-  tree = None
-  if use_ema and state.get("ema") is not None:
-    ema = state["ema"]
-    ema_params = ema[0] if isinstance(ema, (list, tuple)) else ema.get("0", ema)
-    try:
-      tree = find_encoder_subtree(ema_params)
-    except ValueError:
-      tree = None
-  if tree is None:
-    tree = find_encoder_subtree(state["params"])
-  return jax.tree.map(np.asarray, tree)
+  restored = ckpt_lib.restore_run(
+      workdir, which=which, params="prefer_ema" if use_ema else "raw",
+      hint="train stage 1 first (python run.py "
+      "--config=configs/..._mae.py)")
+  return jax.tree.map(np.asarray, find_encoder_subtree(restored.params))
 
 
 def check_params_match(params, encoder: vit.ViTEncoder) -> None:
@@ -150,15 +166,16 @@ def check_params_match(params, encoder: vit.ViTEncoder) -> None:
   flat_p = traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
   if set(flat_e) != set(flat_p):
     diff = sorted(set(flat_e) ^ set(flat_p))[:5]
-    raise ValueError(f"checkpoint encoder does not match config.backbone "
-                     f"({encoder.width} wide, {encoder.depth} deep): differing "
-                     f"parameter names {diff}.")
+    raise errors.UserError(
+        f"checkpoint encoder does not match the backbone encoder "
+        f"({encoder.width} wide, {encoder.depth} deep): differing "
+        f"parameter names {diff}.")
   for k, v in flat_e.items():
     if tuple(v.shape) != tuple(np.shape(flat_p[k])):
-      raise ValueError(f"checkpoint encoder parameter {k} has shape "
-                       f"{np.shape(flat_p[k])}, config.backbone expects "
-                       f"{tuple(v.shape)}; set backbone.preset/width/depth/"
-                       "num_heads/patch_size to the stage-1 run's.")
+      raise errors.UserError(
+          f"checkpoint encoder parameter {k} has shape "
+          f"{np.shape(flat_p[k])}, the backbone encoder expects "
+          f"{tuple(v.shape)}.")
 
 
 def backbone_params(cfg, encoder: Optional[vit.ViTEncoder] = None) -> Any:

@@ -41,20 +41,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from data import schemes as schemes_lib
+from landmarks import coordinates
 from sce_mae_jax import backbone as backbone_lib
 from sce_mae_jax import fewshot
 from sce_mae_jax import keypoint_head as kh
 from sce_mae_jax import stage2
+from training import errors
 
 HEADS = ("conv_block", "intermediate")
-
-# Names kept for callers of the former module layout.
-normalise_points = kh.normalise_points
-denormalise_points = kh.denormalise_points
-smooth_l1 = kh.smooth_l1
-nme_percent = kh.nme_percent
-mean_shape_nme = kh.mean_shape_nme
-
 
 # ------------------------------------------------------------------ heads ----
 
@@ -81,7 +75,8 @@ def head_from_config(config, num_points: int, which: str = "head",
         normalise=bool(d.get("regressor_normalise", True)),
         init_logit_std=float(d.get("regressor_init_logit_std", 0.1)),
         **common)
-  raise ValueError(f"detection.{which} must be one of {HEADS}, got {name!r}.")
+  raise errors.UserError(
+      f"detection.{which} must be one of {HEADS}, got {name!r}.")
 
 
 def all_annotation_settings(d, **overrides) -> kh.TrainSettings:
@@ -125,25 +120,15 @@ def load_stage2_params(config, model: stage2.FeatureModel,
     enc = backbone_lib.backbone_params(config, model.encoder)
     proj = model.init_projector(jax.random.PRNGKey(int(config.seed)))
     return {"encoder": enc, "projector": jax.tree.map(np.asarray, proj)}
-  from orbax import checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   workdir = os.path.expanduser(workdir)
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    raise FileNotFoundError(f"no checkpoints/ under stage-2 workdir {workdir}; "
-                            "train stage 2 first (configs/mtfl_sce.py).")
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
-  try:
-    step = checkpointer.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints.")
-    out = checkpointer.periodic.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))
-  finally:
-    checkpointer.close()
-  params = out["state"]["params"]
+  params = ckpt_lib.restore_run(
+      workdir, which="latest", params="raw",
+      hint="train stage 2 first (configs/mtfl_sce.py)").params
   if "projector" not in params or "encoder" not in params:
-    raise ValueError(f"{workdir} is not a stage-2 (sce_mae_carb) run: its "
-                     f"params hold {sorted(params)}.")
+    raise errors.UserError(
+        f"{workdir} is not a stage-2 (sce_mae_carb) run: its "
+        f"params hold {sorted(params)}.")
   params = jax.tree.map(np.asarray, dict(params))
   backbone_lib.check_params_match(params["encoder"], model.encoder)
   return params
@@ -322,7 +307,7 @@ class DetectionMethod(stage2.Stage2Method):
   def init_variables(self, rng, batch):
     frozen = jax.tree.map(jnp.asarray, self.frozen_params())
     feats = self.features(frozen, batch["image"][:1])
-    mean = normalise_points(self._mean_shape, self.size)
+    mean = coordinates.normalise_landmarks(self._mean_shape, self.size)
     head = kh.init_params(self.head, rng, feats, mean)["params"]
     return {**frozen, "head": head}, {}
 
@@ -339,16 +324,16 @@ class DetectionMethod(stage2.Stage2Method):
     del rng, step
     d = self.config.detection
     pred = self.forward(params, model_state, batch)
-    target = normalise_points(batch["landmarks"].astype(jnp.float32),
+    target = coordinates.normalise_landmarks(batch["landmarks"].astype(jnp.float32),
                               self.size)
     scaled = float(d.get("loss_alpha", 10.0)) * (pred - target)
-    per = jnp.mean(smooth_l1(scaled, float(d.beta)), axis=(1, 2))
+    per = jnp.mean(kh.smooth_l1(scaled, float(d.beta)), axis=(1, 2))
     w = batch["valid"].astype(jnp.float32)
     loss = jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1.0)
     return loss, (model_state, {"smooth_l1": loss})
 
   def eval_step(self, params, model_state, batch):
-    pred = denormalise_points(self.forward(params, model_state, batch),
+    pred = coordinates.denormalise_landmarks(self.forward(params, model_state, batch),
                               self.size)
     gt = batch["landmarks"].astype(jnp.float32)
     return {"nme": _nme_jnp(pred, gt, self.config.detection.normaliser)}
@@ -360,44 +345,3 @@ class DetectionMethod(stage2.Stage2Method):
 
 def make_method(config) -> DetectionMethod:
   return DetectionMethod(config)
-
-
-def base_config():
-  """Stage-2 defaults plus the detection heads and their training.
-
-  All-annotation keys follow DVE's aflw-mtfl-keypoints configs; the few-shot
-  ones (`fewshot_*`) DVE's aflw-mtfl-limit-annos configs with a cosine
-  schedule and CL's epoch length; see `keypoint_head` for the heads.
-  """
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  c = stage2.base_config()
-  c.method = "sce_mae_detection"
-  c.detection = ml_collections.ConfigDict(dict(
-      stage2_workdir="", feature_kind="concat", normaliser="five_point",
-      stride=0,                       # 0: inference.stride.
-      # Heads.
-      head="conv_block", fewshot_head="intermediate", intermediate=50,
-      per_landmark=True, readout_init="mean_points",
-      hidden=256, softargmax_mul=1.0,                       # conv block
-      regressor_softmax_mul=100.0, regressor_normalise=True,  # DVE regressor
-      regressor_init_logit_std=0.1,
-      # Loss (DVE regression_loss) and optimiser (shared).
-      loss_alpha=10.0, beta=1.0, amsgrad=True, decoupled_weight_decay=False,
-      # All annotations (--mode=all_annotations).
-      learning_rate=1e-3, weight_decay=5e-4, epochs=300, batch_size=32,
-      schedule="piecewise", lr_drops=(1 / 3, 5 / 6), lr_drop_factor=0.1,
-      warmup_steps=0,
-      flip=True, tps_augment=False, eval_every=1, cache_dtype="float32",
-      mean_shape_faces=256,
-      # TPS warp of cached features (tps.<warp>(key, **warp_kwargs)).
-      warp="random_dve_warp",
-      warp_kwargs=dict(warpsd_all=0.0005, warpsd_subset=0.0, transsd=0.02,
-                       scalesd=0.02, rotsd=2.0),
-      # Few annotations (--mode=fewshot).
-      fewshot_counts=(1, 5, 10, 20, 50, 100), fewshot_seeds=(0, 1, 2),
-      fewshot_steps=0, fewshot_epochs=50, fewshot_epoch_length=1000,
-      fewshot_batch_size=32, fewshot_learning_rate=0.01,
-      fewshot_weight_decay=5e-4, fewshot_schedule="cosine",
-      fewshot_warmup_steps=0, fewshot_tps=True))
-  c.optimizer.learning_rate = 1e-3
-  return c

@@ -8,7 +8,7 @@ Coordinates. Landmarks are regressed in the normalised crop frame
 `u = (2 p + 1) / S - 1` (align_corners=False: pixel centres of an S px crop
 span `[-1 + 1/S, 1 - 1/S]`). Cell r of an n-cell cover-and-stride feature map
 is centred at crop pixel `(r + 1/2) S / n - 1/2` (`dense.dense_feature_centres`
-with `P - s` even), i.e. at `grid_centres(n)[r] = (2 r + 1) / n - 1` in the
+with `P - s` even), i.e. at `coordinates.grid_centres(n)[r] = (2 r + 1) / n - 1` in the
 same frame, so the soft-argmax of a map is directly a point of the crop.
 DVE / CL use `linspace(-1, 1, n)` with align_corners=True targets instead; the
 final linear layer absorbs the difference (a scale about 0).
@@ -80,53 +80,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from landmarks import coordinates
+from landmarks import decoding
+from landmarks import metrics as metrics_lib
 from sce_mae_jax import tps
 
 READOUT_INITS = ("zero", "mean_points", "random")
 SCHEDULES = ("constant", "piecewise", "cosine")
-# (left, right) eye indices; the same values as star_jax.metrics.NORMALISERS.
-NORMALISERS = {"five_point": (0, 1), "300w": (36, 45), "wflw": (60, 72),
-               "cofw": (16, 17)}
-
 Augment = Callable[[jax.Array, jax.Array, jax.Array],
                    Tuple[jax.Array, jax.Array]]
 
 
 # ------------------------------------------------------------ coordinates ----
-
-def grid_centres(n: int) -> np.ndarray:
-  """`[n]` normalised centres of an n-cell axis: `(2 r + 1) / n - 1`."""
-  return ((2.0 * np.arange(n) + 1.0) / n - 1.0).astype(np.float32)
-
-
-def normalise_points(points, size: int):
-  """Crop pixels -> normalised frame, align_corners=False: `(2p + 1)/S - 1`."""
-  return (2.0 * points + 1.0) / size - 1.0
-
-
-def denormalise_points(coords, size: int):
-  """Inverse of `normalise_points`."""
-  return ((coords + 1.0) * size - 1.0) / 2.0
-
-
-def spatial_softmax(logits: jax.Array) -> jax.Array:
-  """`[B, h, w, M]` -> per-map distributions over the h * w positions."""
-  b, h, w, m = logits.shape
-  flat = jax.nn.softmax(logits.reshape(b, h * w, m), axis=1)
-  return flat.reshape(b, h, w, m)
-
-
-def soft_argmax(probs: jax.Array) -> jax.Array:
-  """Expected cell centre of `[B, h, w, M]` distributions -> `[B, M, 2]` (x, y).
-  """
-  _, h, w, _ = probs.shape
-  hi = jax.lax.Precision.HIGHEST
-  x = jnp.einsum("bhwm,w->bm", probs, jnp.asarray(grid_centres(w)),
-                 precision=hi)
-  y = jnp.einsum("bhwm,h->bm", probs, jnp.asarray(grid_centres(h)),
-                 precision=hi)
-  return jnp.stack([x, y], axis=-1)
-
 
 def l2_normalise(features: jax.Array, groups: Sequence[int] = (),
                  eps: float = 1e-6) -> jax.Array:
@@ -236,7 +201,7 @@ class IntermediateKeypointRegressor(nn.Module):
     logits = nn.Conv(self.num_maps, (1, 1), use_bias=False,
                      kernel_init=nn.initializers.normal(std),
                      precision=jax.lax.Precision.HIGHEST, name="maps")(x)
-    inter = soft_argmax(spatial_softmax(self.softmax_mul * logits))
+    inter = decoding.soft_argmax(decoding.spatial_softmax(self.softmax_mul * logits))
     return PointReadout(self.num_points, grouped=True,
                         per_landmark=self.per_landmark,
                         readout_init=self.readout_init,
@@ -267,7 +232,7 @@ class ConvBlockRegressor(nn.Module):
       x = l2_normalise(x, self.norm_groups)
     x = nn.relu(nn.Conv(self.hidden, (3, 3), padding="SAME", name="conv")(x))
     logits = nn.Conv(self.num_maps, (1, 1), name="heatmaps")(x)
-    inter = soft_argmax(spatial_softmax(self.softmax_mul * logits))
+    inter = decoding.soft_argmax(decoding.spatial_softmax(self.softmax_mul * logits))
     return PointReadout(self.num_points, grouped=self.grouped,
                         per_landmark=self.per_landmark,
                         readout_init=self.readout_init,
@@ -471,7 +436,7 @@ def fit(head: nn.Module, features, landmarks, image_size: int,
   """
   s = settings
   n = int(features.shape[0])
-  target = np.asarray(normalise_points(np.asarray(landmarks, np.float32),
+  target = np.asarray(coordinates.normalise_landmarks(np.asarray(landmarks, np.float32),
                                        image_size), np.float32)
   init_key, aug_key = jax.random.split(jax.random.PRNGKey(int(s.seed)))
   params = init_params(head, init_key, features, target.mean(axis=0))
@@ -535,23 +500,23 @@ def predict(head: nn.Module, params, features, image_size: int,
     if pad:
       x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     out.append(np.asarray(fn(params, jnp.asarray(x)))[:bs - pad])
-  return np.asarray(denormalise_points(np.concatenate(out), image_size))
+  return np.asarray(coordinates.denormalise_landmarks(np.concatenate(out), image_size))
 
 
 def eye_indices(normaliser) -> Tuple:
   """`(left, right)` eye indices of a normaliser name or pair."""
   if isinstance(normaliser, str):
-    if normaliser not in NORMALISERS:
+    if normaliser not in metrics_lib.NORMALISERS:
       raise ValueError(f"unknown normaliser {normaliser!r}; expected one of "
-                       f"{sorted(NORMALISERS)} or (left, right) indices.")
-    return NORMALISERS[normaliser]
+                       f"{sorted(metrics_lib.NORMALISERS)} or (left, right) indices.")
+    return metrics_lib.NORMALISERS[normaliser]
   return tuple(normaliser)
 
 
 def nme_percent(pred, gt, normaliser="five_point") -> np.ndarray:
   """`[n]` 100 * mean point error / distance between the eye points.
 
-  `normaliser`: a name of `NORMALISERS` or `(left, right)`, each an index or
+  `normaliser`: a name of `landmarks.metrics.NORMALISERS` or `(left, right)`, each an index or
   indices whose mean is the eye point.
   """
   pred = np.asarray(pred, np.float64)
@@ -595,8 +560,8 @@ def feature_sampling_points(warp: tps.TpsWarp, map_shape: Tuple[int, int],
   """
   h, w = map_shape
   s = float(image_size)
-  gy, gx = jnp.meshgrid(denormalise_points(jnp.asarray(grid_centres(h)), s),
-                        denormalise_points(jnp.asarray(grid_centres(w)), s),
+  gy, gx = jnp.meshgrid(coordinates.denormalise_landmarks(jnp.asarray(coordinates.grid_centres(h)), s),
+                        coordinates.denormalise_landmarks(jnp.asarray(coordinates.grid_centres(w)), s),
                         indexing="ij")
   pix = jnp.stack([gx, gy], axis=-1)
   frame = (image_size, image_size)
@@ -618,10 +583,10 @@ def warp_landmarks(landmarks: jax.Array, warp: tps.TpsWarp, image_size: int,
                    tolerance: float = 1e-3) -> Tuple[jax.Array, jax.Array]:
   """Normalised `[K, 2]` landmarks moved by the warp (`tps.warp_points`) and
   whether Newton solved every point (residual <= `tolerance`, normalised)."""
-  px = denormalise_points(landmarks, image_size)
+  px = coordinates.denormalise_landmarks(landmarks, image_size)
   moved, res = tps.warp_points(px, warp, (image_size, image_size),
                                return_residual=True)
-  return normalise_points(moved, image_size), jnp.all(res <= tolerance)
+  return coordinates.normalise_landmarks(moved, image_size), jnp.all(res <= tolerance)
 
 
 @dataclasses.dataclass(frozen=True)

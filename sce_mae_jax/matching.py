@@ -295,7 +295,7 @@ def evaluate_matching(model, params, arrays: Dict[str, np.ndarray], *,
     examples: when a list, the first batch's pairs are appended to it as
       dicts (`kind` "same" | "diff", `source_image`, `target_image`,
       `source_points`, `matched_points`, `target_points`, pixels), for
-      `star_jax.figures.matching_pairs`.
+      `landmarks.plots.matching_pairs`.
     pairs: precomputed `make_pairs` output (then `arrays`, `num_pairs`,
       `seed` and `warp_kwargs` are not used).
 

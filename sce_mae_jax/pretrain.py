@@ -58,7 +58,8 @@ import numpy as np
 from sce_mae_jax import mae as mae_lib
 from sce_mae_jax import reconstruction as recon_lib
 from sce_mae_jax import splits as splits_lib
-from training import loop as loop_lib
+from training import errors
+from training import method as method_base
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -113,8 +114,8 @@ def weight_decay_mask(params, exclude: Sequence[str] = DEFAULT_NO_DECAY):
 
   Note: MAE's pretraining script (timm `add_weight_decay`) only exempts 1-D
   parameters and biases, so its 3-D cls/mask tokens do decay; pass
-  `exclude=()` for that. The default follows the issue (no decay on
-  pos/cls/mask tokens, as MAE's fine-tuning `no_weight_decay`).
+  `exclude=()` for that. The default exempts the pos/cls/mask tokens too, as
+  MAE's fine-tuning `no_weight_decay`.
   """
   exclude = tuple(exclude)
 
@@ -130,7 +131,7 @@ def weight_decay_mask(params, exclude: Sequence[str] = DEFAULT_NO_DECAY):
 def list_images(root: str) -> List[str]:
   """Sorted image files (IMAGE_EXTENSIONS) under `root`, recursively."""
   if not os.path.isdir(root):
-    raise FileNotFoundError(
+    raise errors.MissingInputError(
         f"image folder {root!r} does not exist; pass the folder that holds "
         f"the images (files ending in {', '.join(IMAGE_EXTENSIONS)}), e.g. "
         "--config.data.root=/path/to/images")
@@ -152,7 +153,7 @@ def yt68_val_identities(yt68_root: str) -> set:
   """Identities of the faces listed in `<yt68_root>/val.csv`."""
   path = os.path.join(yt68_root, "val.csv")
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise errors.MissingInputError(
         f"{path} not found: data.yt68_root must be the yt68 folder with "
         "train.csv, val.csv and images/ (see data/readers/yt68.py)")
   with open(path, newline="") as f:
@@ -202,8 +203,9 @@ class PretrainData:
     self.crop_mode = d.get("crop_mode", "center")
     if d.name == "celeba":
       if not d.root:
-        raise ValueError("config.data.root is empty: pass --config.data.root="
-                         "/path/to/CelebA (see configs/celeba_mae.py)")
+        raise errors.UserError(
+            "config.data.root is empty: pass --config.data.root="
+            "/path/to/CelebA (see configs/celeba_mae.py)")
       self.train_records, eval_records = celeba_records(
           os.path.expanduser(d.root), d.get("check_images", "exists"))
     elif d.name == "faces":
@@ -219,12 +221,15 @@ class PretrainData:
       eval_records = pipeline.image_records(
           list_images(os.path.expanduser(d.eval_root)))
     else:
-      raise ValueError(f"unknown config.data.name {d.name!r} for MAE "
-                       "pretraining; expected 'celeba', 'faces' or 'folder'")
+      raise errors.UserError(
+          f"unknown config.data.name {d.name!r} for MAE "
+          "pretraining; expected 'celeba', 'faces' or 'folder'")
     if not self.train_records:
-      raise ValueError(f"no training images found for data.name={d.name!r}")
+      raise errors.UserError(
+          f"no training images found for data.name={d.name!r}")
     if not eval_records:
-      raise ValueError(f"no held-out images found for data.name={d.name!r}")
+      raise errors.UserError(
+          f"no held-out images found for data.name={d.name!r}")
     num_eval = int(d.get("num_eval", 0) or 0)
     if num_eval:
       eval_records = eval_records[:num_eval]
@@ -321,30 +326,40 @@ def model_from_config(config) -> mae_lib.MAE:
 
 # --------------------------------------------------------------- method ----
 
-class MaePretrainMethod(loop_lib.DataFromAttribute):
-  """MAE pretraining for training.loop (interface in its docstring)."""
+class MaePretrainMethod(method_base.Method):
+  """MAE pretraining for training.loop (training/method.py)."""
 
   best_metric = f"{HELDOUT}/masked_loss"
   best_mode = "min"
+  resumable_fields = ("data.root", "data.num_workers")
+  model_fields = ("model.",)
 
   def __init__(self, config, data=None):
     self.config = config
     self.model = model_from_config(config)
     enc = self.model.encoder
     if int(config.model.image_size) != 96:
-      raise ValueError("data.pipeline serves 96 px crops; model.image_size "
-                       f"must be 96, got {config.model.image_size}")
+      raise errors.UserError(
+          "data.pipeline serves 96 px crops; model.image_size "
+          f"must be 96, got {config.model.image_size}")
     self.patch_size = enc.patch_size
     self.num_patches = enc.num_patches
     self.norm_pix_loss = bool(config.model.norm_pix_loss)
     self.mask_seed = int(config.eval.get("mask_seed", 0))
     self.best_metric = config.get("best_metric", None) or self.best_metric
-    self.data = data if data is not None else PretrainData(config)
+    self._data = data
     self.workdir: Optional[str] = None
     self.eval_step_number: Optional[int] = None
     self.extra_modes = {"reconstruct": reconstruct_mode}
     self._exclude = tuple(config.optimizer.get("weight_decay_exclude",
                                                DEFAULT_NO_DECAY))
+
+  @property
+  def data(self):
+    """The PretrainData, listed on first use (summary mode never lists data)."""
+    if self._data is None:
+      self._data = PretrainData(self.config)
+    return self._data
 
   # --- data ---
   def dummy_batch(self, batch_size: int) -> Dict[str, np.ndarray]:
@@ -430,22 +445,18 @@ def reconstruct_mode(method, config, workdir: str) -> str:
   """--mode=reconstruct: grid of the latest (or best) checkpoint -> workdir."""
   from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   from training import loop  # pylint: disable=g-import-not-at-top
-  trainer = loop.Trainer(method, config)
-  which = config.get("eval_checkpoint", "latest")
-  checkpointer = ckpt_lib.Checkpointer(workdir, best_metric=method.best_metric,
-                                       async_save=False)
-  step = checkpointer.step_for(which)
-  if step is None:
-    raise FileNotFoundError(f"no {which} checkpoint under {workdir}; train "
-                            "first (--mode=train)")
-  state, _, _, _ = checkpointer.restore(step, trainer.abstract_state, which)
-  checkpointer.close()
+  trainer = loop.Trainer(method, config, train=False)
+  restored = ckpt_lib.restore_run(
+      workdir, which=config.get("eval_checkpoint", "latest"), params="raw",
+      abstract_state=trainer.abstract_state, best_metric=method.best_metric,
+      best_mode=method.best_mode, hint="train first (--mode=train)")
+  step = restored.step
   eval_bs = int(config.get("eval_batch_size", 0) or config.batch_size)
   from training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   iters = method.eval_iterators(mesh_lib.local_batch_size(eval_bs))
   if RECONSTRUCTION not in iters:
-    raise ValueError("eval.num_grid_images is 0: nothing to reconstruct")
-  outputs = trainer.run_eval_split(state.params, state.model_state,
+    raise errors.UserError("eval.num_grid_images is 0: nothing to reconstruct")
+  outputs = trainer.run_eval_split(restored.params, restored.model_state,
                                    iters[RECONSTRUCTION]())
   path = method.write_grid(outputs, workdir, step)
   print(f"reconstruction grid of step {step}: {path}", flush=True)
@@ -454,72 +465,3 @@ def reconstruct_mode(method, config, workdir: str) -> str:
 
 def make_method(config) -> MaePretrainMethod:
   return MaePretrainMethod(config)
-
-
-# --------------------------------------------------------------- config ----
-
-def base_config():
-  """MAE / SCE-MAE stage-1 defaults shared by configs/*_mae.py.
-
-  Learning rate: MAE scales a base rate with the batch, `lr = blr * batch /
-  256` (blr 1.5e-4). The SCE-MAE paper states lr 3e-4 at batch 512, which is
-  exactly MAE's blr 1.5e-4 scaled to 512, so we keep the MAE rule: the
-  absolute `optimizer.learning_rate` is a reference to `base_learning_rate *
-  batch_size / 256` (3e-4 at 512) and follows `--config.batch_size`.
-  """
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
-  c.method = "sce_mae_pretrain"
-  c.seed = 0
-
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "faces"             # celeba | faces | folder
-  c.data.root = ""                  # celeba root / folder of images.
-  c.data.eval_root = ""             # "folder": held-out images.
-  c.data.yt68_root = "../shared/data/yt68"
-  c.data.mtfl_root = "../shared/data/mtfl"
-  c.data.mtfl_num_val = 1000        # MTFL val faces left out (stage 2's split).
-  c.data.mtfl_split_seed = 0
-  c.data.crop_mode = "center"       # data.pipeline.sce_crop mode.
-  c.data.margin = 1.25
-  c.data.num_eval = 0               # 0: all held-out images.
-  c.data.num_workers = 0
-  c.data.check_images = "exists"
-  # MAE: RandomResizedCrop(scale=(0.2, 1.0), bicubic) + flip 0.5 (the flip
-  # probability is fixed at 0.5 in data.pipeline).
-  c.data.augment = ml_collections.ConfigDict(dict(rrc_scale=(0.2, 1.0)))
-
-  c.model = ml_collections.ConfigDict(dict(
-      preset="deit_tiny", image_size=96, patch_size=8,
-      decoder=None,                   # None: mae.DEFAULT_DECODER[preset].
-      decoder_width=256, decoder_depth=4, decoder_heads=8,  # for "custom".
-      mask_ratio=0.75, norm_pix_loss=True, dtype="float32"))
-  c.model.encoder_overrides = ml_collections.ConfigDict()
-
-  c.eval = ml_collections.ConfigDict(dict(mask_seed=0, num_grid_images=8))
-
-  c.batch_size = 512
-  c.eval_batch_size = 256
-  c.num_epochs = 400
-  c.max_steps = 0
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adamw", base_learning_rate=1.5e-4, b1=0.9, b2=0.95, eps=1e-8,
-      weight_decay=0.05, weight_decay_exclude=DEFAULT_NO_DECAY,
-      schedule="cosine", warmup_epochs=40.0, end_learning_rate=0.0))
-  c.optimizer.learning_rate = (c.optimizer.get_ref("base_learning_rate") *
-                               c.get_ref("batch_size") / 256)
-  c.ema = ml_collections.ConfigDict(dict(enabled=False))
-  c.fsdp = False
-  c.fsdp_min_size = 2**14
-  c.distributed = False
-  c.log_every_steps = 20
-  c.progress_every_steps = 20
-  c.checkpoint_every_steps = 500
-  c.keep_checkpoints = 2
-  c.async_checkpoints = True
-  c.eval_every_epochs = 10
-  c.eval_checkpoint = "latest"
-  c.best_metric = f"{HELDOUT}/masked_loss"
-  c.resume_may_change = ()
-  c.compilation_cache_dir = "~/.cache/star_jax/xla"
-  return c

@@ -12,6 +12,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from training import errors
+
 
 def fixed_split(num_records: int, num_val: int, seed: int = 0
                 ) -> Dict[str, np.ndarray]:
@@ -21,7 +23,8 @@ def fixed_split(num_records: int, num_val: int, seed: int = 0
   train = `perm[num_val:]`, both sorted (file order).
   """
   if not 0 < num_val < num_records:
-    raise ValueError(f"num_val must be in (0, {num_records}), got {num_val}.")
+    raise errors.UserError(
+        f"num_val must be in (0, {num_records}), got {num_val}.")
   perm = np.random.default_rng(seed).permutation(num_records)
   return {"val": np.sort(perm[:num_val]), "train": np.sort(perm[num_val:])}
 
@@ -34,7 +37,7 @@ def mtfl_listed_paths(root: str, list_file: str = "training.txt") -> List[str]:
   """
   path = os.path.join(root, list_file)
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise errors.MissingInputError(
         f"{path} not found: expected an MTFL-layout folder with {list_file} "
         "(`path x1..x5 y1..y5` per line, see data/readers/mtfl.py)")
   out = []

@@ -59,7 +59,6 @@ from typing import Any, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from sce_mae_jax import backbone as backbone_lib
@@ -68,6 +67,8 @@ from sce_mae_jax import dense as dense_lib
 from sce_mae_jax import lcr as lcr_lib
 from sce_mae_jax import projector as projector_lib
 from sce_mae_jax import splits as splits_lib
+from training import errors
+from training import method as method_base
 
 FEATURE_KINDS = ("backbone", "projector", "concat", "backbone_carb")
 
@@ -85,7 +86,7 @@ def check_label_free_crop(config) -> None:
   mode = config.data.get("crop_mode", "center")
   if mode in LABEL_DERIVED_CROPS and not config.data.get("allow_label_crops",
                                                          False):
-    raise ValueError(
+    raise errors.UserError(
         f"config.data.crop_mode={mode!r} places each crop by the face's own "
         "ground-truth landmarks, which a self-supervised method must not "
         "see. Use 'center' (the whole pre-cropped image, DVE's AFLW_M / MTFL "
@@ -116,12 +117,14 @@ def list_records(config, split: str, eval_set: bool = False) -> list:
     if d.get("eval_root", ""):
       root = os.path.expanduser(d.eval_root)
   if not root:
-    raise ValueError(f"config.data.root is empty; pass --config.data.root="
-                     f"/path/to/{name}.")
+    raise errors.UserError(
+        f"config.data.root is empty; pass --config.data.root="
+        f"/path/to/{name}.")
   if name == "mtfl":
     if split not in ("train", "val"):
-      raise ValueError(f"mtfl splits are 'train' and 'val' (a fixed split of "
-                       f"training.txt), got {split!r}.")
+      raise errors.UserError(
+          f"mtfl splits are 'train' and 'val' (a fixed split of "
+          f"training.txt), got {split!r}.")
     listing = readers.read_dataset("mtfl", root, "train",
                                    check_images=d.get("check_images", "exists"),
                                    sanity=d.get("sanity", "skip"))
@@ -140,8 +143,8 @@ def list_records(config, split: str, eval_set: bool = False) -> list:
   if listing.problems:
     print(listing.summary(), flush=True)
   if not records:
-    raise ValueError(f"{name} split {split!r} under {root} has no usable "
-                     "faces.")
+    raise errors.UserError(f"{name} split {split!r} under {root} has no usable "
+                           "faces.")
   return records
 
 
@@ -196,8 +199,9 @@ class FeatureModel:
                             scale_by_dim=bool(c.get("scale_by_dim", True)),
                             grid_shape=(self.encoder.grid_size,) * 2)
     if not 1 <= self.carb_layer <= self.encoder.depth:
-      raise ValueError(f"carb.layer must be in [1, {self.encoder.depth}], got "
-                       f"{self.carb_layer}.")
+      raise errors.UserError(
+          f"carb.layer must be in [1, {self.encoder.depth}], got "
+          f"{self.carb_layer}.")
 
   # --- init ---
   def init_projector(self, rng):
@@ -380,11 +384,12 @@ class EncodedIterator:
 
 # ---------------------------------------------------------------- method ----
 
-class Stage2Method:
-  """CARB + LCR training of the projector (interface: training/loop.py)."""
+class Stage2Method(method_base.Method):
+  """CARB + LCR training of the projector (interface: training/method.py)."""
 
   best_metric = "val/lcr"
   best_mode = "min"
+  resumable_fields = ("data.root", "data.num_workers")
 
   def __init__(self, config, train_records=None, eval_records=None):
     check_label_free_crop(config)
@@ -393,13 +398,10 @@ class Stage2Method:
     self.size = self.model.encoder.image_size
     self._encoder_params = None
     self._encoded = None
-    self.train_records = train_records
-    self.eval_records = eval_records
-    if self.train_records is None:
-      self.train_records = list_records(config, config.data.train_split)
-    if self.eval_records is None:
-      self.eval_records = {s: list_records(config, s, eval_set=True)
-                           for s in config.data.eval_splits}
+    # Listed on first use (`train_records`, `eval_records`): --mode=summary
+    # needs only shapes, --mode=eval only the eval splits.
+    self._train_records = train_records
+    self._eval_records = eval_records
     self.extra_modes = {"matching": _matching_mode, "tsne": _tsne_mode}
     # Loaded now, eagerly: `init_variables` runs under jit/eval_shape traces,
     # where an orbax restore cannot run.
@@ -416,6 +418,21 @@ class Stage2Method:
     return self._encoder_params
 
   # --- data ---
+  @property
+  def train_records(self) -> list:
+    if self._train_records is None:
+      self._train_records = list_records(self.config,
+                                         self.config.data.train_split)
+    return self._train_records
+
+  @property
+  def eval_records(self) -> Dict[str, list]:
+    if self._eval_records is None:
+      self._eval_records = {
+          s: list_records(self.config, s, eval_set=True)
+          for s in self.config.data.eval_splits}
+    return self._eval_records
+
   def num_train_examples(self) -> int:
     return len(self.train_records)
 
@@ -438,7 +455,10 @@ class Stage2Method:
 
   def dummy_batch(self, batch_size: int) -> Dict[str, np.ndarray]:
     s = self.size
-    n = self.train_records[0].num_points
+    # The stage-2 model reads only the images; the landmark count is the
+    # data's once it is listed (training lists it first), else the 5 points
+    # of the sets stage 2 runs on (summary mode lists no data).
+    n = self._train_records[0].num_points if self._train_records else 5
     pts = np.full((batch_size, n, 2), s / 2.0, np.float32)
     return {"image": np.zeros((batch_size, s, s, 3), np.uint8),
             "landmarks": pts, "landmarks_original": pts.copy(),
@@ -492,22 +512,20 @@ def restore_params(method, config, workdir: str):
   initial ones (random projector) when `workdir` has no checkpoint."""
   from training import loop  # pylint: disable=g-import-not-at-top
   from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
-  trainer = loop.Trainer(method, config)
+  trainer = loop.Trainer(method, config, train=False)
   which = config.get("eval_checkpoint", "latest")
-  step = None
-  if workdir and os.path.isdir(os.path.join(workdir, "checkpoints")):
-    checkpointer = ckpt_lib.Checkpointer(
-        workdir, best_metric=method.best_metric, read_only=True)
-    step = checkpointer.step_for(which)
-    if step is not None:
-      state, _, _, _ = checkpointer.restore(step, trainer.abstract_state,
-                                            which)
-    checkpointer.close()
-  if step is None:
-    print(f"no stage-2 checkpoint in {workdir!r}: using the initial "
-          "(untrained) projector", flush=True)
-    state = trainer.init_state()
-  return state.params
+  if workdir and os.path.isdir(os.path.join(workdir,
+                                            ckpt_lib.SUBDIRS["latest"])):
+    try:
+      return ckpt_lib.restore_run(
+          workdir, which=which, params="raw",
+          abstract_state=trainer.abstract_state,
+          best_metric=method.best_metric, best_mode=method.best_mode).params
+    except errors.MissingInputError:
+      pass  # no (such) checkpoint step yet.
+  print(f"no stage-2 checkpoint in {workdir!r}: using the initial "
+        "(untrained) projector", flush=True)
+  return trainer.init_state().params
 
 
 def _eval_arrays(method, config):
@@ -535,11 +553,11 @@ def _matching_mode(method, config, workdir):
   for tag in ("identity_baseline", "mean_shape_baseline"):
     print(f"  reference {matching.format_result(result[tag])}", flush=True)
   matching.write_result(result, os.path.join(workdir, "matching.json"))
-  from star_jax import figures  # pylint: disable=g-import-not-at-top
+  from landmarks import plots  # pylint: disable=g-import-not-at-top
   for tag in ("same", "diff"):
     shown = [e for e in examples if e["kind"] == tag][:4]
     if shown:
-      figures.matching_pairs(
+      plots.matching_pairs(
           shown, path=os.path.join(workdir, f"matching_{tag}.png"))
   return result
 
@@ -554,62 +572,3 @@ def _tsne_mode(method, config, workdir):
 
 def make_method(config) -> Stage2Method:
   return Stage2Method(config)
-
-
-# --------------------------------------------------------------- config ----
-
-def base_config() -> ml_collections.ConfigDict:
-  """Defaults shared by the stage-2 configs (paper settings, DeiT-S)."""
-  c = ml_collections.ConfigDict()
-  c.method = "sce_mae_carb"
-  c.seed = 0
-  c.backbone = ml_collections.ConfigDict(dict(
-      preset="deit_small", image_size=96, patch_size=8, width=0,
-      depth=0, num_heads=0, checkpoint="", which="latest",
-      use_ema=True, normalise="imagenet", seed=0))
-  # kind "linear" (SCE-MAE's 1x1 conv) or "spatial_softmax" (CL's
-  # FeatDistiller, softmax_mul 7); projector.py.
-  c.projector = ml_collections.ConfigDict(dict(dim=64, kind="linear",
-                                               softmax_mul=7.0))
-  c.carb = ml_collections.ConfigDict(dict(
-      layer=3, feature_layer="last", eta=0.1, num_clusters=4, knn=5,
-      replace="centre", scale_by_dim=True))
-  c.lcr = ml_collections.ConfigDict(dict(
-      tau=lcr_lib.DEFAULT_TAU, r_att_att=5.0, r_att_inatt=5.0,
-      r_inatt_inatt=2.0, position_scale=1.0, exclude_self=False,
-      anchor_reduction="sum", locality="log"))
-  c.inference = ml_collections.ConfigDict(dict(stride=2, padding="edge"))
-  # DVE's evaluation warps (tps.DVE_EVAL_WARP) and pairing (2k, 2k+1) over
-  # the whole split; num_pairs caps the n // 2 pairs (0: all).
-  c.matching = ml_collections.ConfigDict(dict(
-      num_pairs=0, feature_kind="projector",
-      warp=dict(type="dve", warpsd_all=5e-4, warpsd_subset=5e-3,
-                transsd=0.05, scalesd=0.05, rotsd=2.5, grid_size=10)))
-  c.tsne = ml_collections.ConfigDict(dict(
-      num_faces=100, feature_kind="projector", perplexity=30.0,
-      iterations=500, runs=3))
-  c.data = ml_collections.ConfigDict(dict(
-      name="mtfl", root="../shared/data/mtfl", train_split="train",
-      eval_splits=("val",), crop_mode="center", margin=3.0, num_val=1000,
-      split_seed=0, num_workers=0, check_images="exists", eval_name="",
-      eval_root="", allow_label_crops=False,
-      sanity="skip"))               # data.readers SANITY_MODES.
-  c.batch_size = 32
-  c.eval_batch_size = 64
-  c.num_epochs = 10
-  # Encode the training crops (and mirrors) once with the frozen encoder
-  # (`EncodedTrainSet`) instead of in every step.
-  c.cache_encoder = False
-  c.max_steps = 0                   # > 0 overrides num_epochs (smoke runs).
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=1e-3, schedule="constant"))
-  c.ema = ml_collections.ConfigDict(dict(enabled=False))
-  c.log_every_steps = 50
-  c.progress_every_steps = 50
-  c.checkpoint_every_steps = 0
-  c.keep_checkpoints = 2
-  c.eval_every_epochs = 1
-  c.async_checkpoints = False
-  c.compilation_cache_dir = ""
-  c.resume_may_change = ("num_epochs", "max_steps", "eval_every_epochs")
-  return c

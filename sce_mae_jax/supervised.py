@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from landmarks import coordinates
 from sce_mae_jax import keypoint_head
 
 
@@ -111,14 +112,14 @@ def train_supervised(model: SupervisedDetector, train: Dict[str, np.ndarray],
   # Start at the mean training shape, as the frozen-feature heads do.
   start = jnp.mean(model.apply({"params": params},
                                jnp.asarray(images[:256])), axis=0)
-  mean = keypoint_head.normalise_points(np.mean(landmarks, axis=0), size)
+  mean = coordinates.normalise_landmarks(np.mean(landmarks, axis=0), size)
   params = keypoint_head.set_offset(params, jnp.asarray(mean) - start)
   opt = tx.init(params)
 
   def loss_of(p, x, y):
     pred = model.apply({"params": p}, x)
     return keypoint_head.regression_loss(
-        pred, keypoint_head.normalise_points(y, size))
+        pred, coordinates.normalise_landmarks(y, size))
 
   @jax.jit
   def step(p, o, x, y):
@@ -152,7 +153,7 @@ def predict(model: SupervisedDetector, params, images: np.ndarray,
             batch_size: int = 128) -> np.ndarray:
   """`[n, K, 2]` crop-pixel predictions."""
   size = images.shape[1]
-  fn = jax.jit(lambda x: keypoint_head.denormalise_points(
+  fn = jax.jit(lambda x: coordinates.denormalise_landmarks(
       model.apply({"params": params}, x), size))
   return np.concatenate([np.asarray(fn(jnp.asarray(images[i:i + batch_size])))
                          for i in range(0, images.shape[0], batch_size)])

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landmarks import decoding
+
 HEATMAP_ACTIVATIONS = ("instance_norm_relu", "softmax")
 
 
@@ -24,8 +26,8 @@ def edge_to_point_matrix(edges: Sequence[Sequence[int]],
                          num_points: int) -> np.ndarray:
   """The fixed 0/1 matrix M `[E, N]`: M[e, p] = 1 iff point p is on edge e.
 
-  Same layout as `data.schemes.edge_to_point_matrix`; the public code stores
-  the transpose (`[N, E]`, as a 1x1 conv weight).
+  For a scheme: `edge_to_point_matrix(scheme.edges, scheme.num_points)`. The
+  public code stores the transpose (`[N, E]`, as a 1x1 conv weight).
   """
   m = np.zeros((len(edges), num_points), np.float32)
   for e, indices in enumerate(edges):
@@ -63,26 +65,12 @@ def instance_norm_relu(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   return jax.nn.relu((x - mean) * jax.lax.rsqrt(var + eps))
 
 
-def spatial_softmax(x: jax.Array) -> jax.Array:
-  """Softmax over H*W per sample and channel (for distribution regularisation).
-
-  Args:
-    x: `[B, H, W, C]` heatmap logits.
-
-  Returns:
-    `[B, H, W, C]` float32, each map sums to 1.
-  """
-  b, h, w, c = x.shape
-  flat = x.astype(jnp.float32).reshape(b, h * w, c)
-  return jax.nn.softmax(flat, axis=1).reshape(b, h, w, c)
-
-
 def activate_heatmaps(x: jax.Array, kind: str) -> jax.Array:
   """Applies the heatmap activation named `kind` (see HEATMAP_ACTIVATIONS)."""
   if kind == "instance_norm_relu":
     return instance_norm_relu(x)
   if kind == "softmax":
-    return spatial_softmax(x)
+    return decoding.spatial_softmax(x)
   raise ValueError(f"heatmap_activation must be one of {HEATMAP_ACTIVATIONS}, "
                    f"got {kind!r}.")
 

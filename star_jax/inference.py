@@ -11,13 +11,15 @@ What a checkpoint directory is: a training workdir written by
   DIR/checkpoints/<step>/{state,data,meta,config}        periodic (latest)
   DIR/checkpoints_best/<step>/{state,data,meta,config}   best by the metric
 
-`which="best"` reads `checkpoints_best/` (the step with the lowest stored
-best metric, the only one kept by the trainer), `which="latest"` the highest
-step of `checkpoints/`. The stored config (the resolved training config as
-JSON) rebuilds the model with `star_jax.method._model_from_config`, so no
-config file is needed. The state is restored as host arrays from the
-checkpoint's own metadata (no optimizer, data or mesh is rebuilt, and a
-checkpoint written on GPU / TPU or on many devices loads on one CPU).
+Reading goes through `training.checkpoints.restore_run` (the one restore
+path of every caller): `which="best"` reads `checkpoints_best/` (the step
+with the lowest stored best metric, the only one kept by the trainer),
+`which="latest"` the highest step of `checkpoints/`. The stored config (the
+resolved training config as JSON) rebuilds the model with
+`star_jax.method.model_from_config`, so no config file is needed. The state
+is restored as host arrays from the checkpoint's own metadata (no optimizer,
+data or mesh is rebuilt, and a checkpoint written on GPU / TPU or on many
+devices loads on one CPU).
 
 Parameters: the EMA parameters (`TrainState.ema`, what the `<split>_ema/...`
 metrics measure) when the checkpoint has them, else the raw ones;
@@ -26,7 +28,7 @@ metrics measure) when the checkpoint has them, else the raw ones;
 Decoding is the evaluation path's own: `star_jax.method.decode_predictions`
 (soft-argmax of the last stack, `denormalise_landmarks` with the config's
 `loss.align_corners`) and, when the config sets `eval.flip_test`,
-`star_jax.method.flip_test_average`, so inference and evaluation cannot
+`landmarks.coordinates.flip_test_average`, so inference and evaluation cannot
 drift apart.
 
 Directories are only read (orbax opens them read-only).
@@ -35,169 +37,35 @@ Directories are only read (orbax opens them read-only).
 from __future__ import annotations
 
 import functools
-import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from landmarks import coordinates
 from star_jax import method as method_lib
 
 WHICH = ("best", "latest")
-_SUBDIR = {"best": "checkpoints_best", "latest": "checkpoints"}
-_ITEMS = ("state", "data", "meta", "config")
 
 
 # ------------------------------------------------------------ loading ----
 
-def _checkpoint_manager(directory: str):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-  # The state is read with the PyTree handler (the on-disk format of the
-  # StandardCheckpointHandler the trainer saves with), so its metadata tree
-  # is known before restoring and no target state has to be built.
-  handlers = {"state": ocp.PyTreeCheckpointHandler(),
-              **{k: ocp.JsonCheckpointHandler() for k in _ITEMS[1:]}}
-  return ocp.CheckpointManager(directory, options=options,
-                               item_handlers=handlers)
-
-
-def _pick_step(directory: str, which: str, config: Optional[dict]
-               ) -> Optional[int]:
-  """The step `which` of a workdir, chosen by the trainer's own Checkpointer.
-
-  "best": the step `training.checkpoints.Checkpointer.step_for("best")`
-  ranks first by the run's `best_metric` (and `best_mode`, default the STAR
-  method's "min") stored in the workdir's config.json; a workdir without
-  that record falls back to the newest step of checkpoints_best/ (the
-  trainer keeps only one there). "latest": the newest periodic step.
-  """
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
-  config = config or {}
-  metric = config.get("best_metric") or None
-  mode = config.get("best_mode") or method_lib.StarMethod.best_mode
-  checkpointer = ckpt_lib.Checkpointer(directory, best_metric=metric,
-                                       best_mode=mode, read_only=True)
-  try:
-    if which == "best" and checkpointer.best is None:
-      manager = _checkpoint_manager(os.path.join(directory, _SUBDIR["best"]))
-      try:
-        return manager.latest_step()
-      finally:
-        manager.close()
-    return checkpointer.step_for(which)
-  finally:
-    checkpointer.close()
-
-
 def find_checkpoint(directory: str, which: str = "best") -> Tuple[str, int]:
   """The `(checkpoints folder, step)` that `load_checkpoint` would read.
+
+  "best": the step that `training.checkpoints.find_checkpoint` ranks first
+  by the run's `best_metric` recorded in its config.json (the newest step of
+  checkpoints_best/ without that record); "latest": the newest periodic one.
 
   Raises:
     FileNotFoundError: `directory` missing, or no checkpoint of that kind.
     ValueError: `which` not in WHICH.
   """
+  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   if which not in WHICH:
     raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-  directory = os.path.abspath(os.path.expanduser(directory))
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(
-        f"checkpoint directory {directory} does not exist; pass the --workdir "
-        "of a training run (it holds checkpoints/ and checkpoints_best/)")
-  base = os.path.basename(directory.rstrip(os.sep))
-  if base in _SUBDIR.values():
-    raise FileNotFoundError(
-        f"{directory} is the {base}/ folder inside a training workdir; pass "
-        f"the workdir itself ({os.path.dirname(directory)}) and --which "
-        "best|latest")
-  sub = os.path.join(directory, _SUBDIR[which])
-  other = "latest" if which == "best" else "best"
-  if not os.path.isdir(sub):
-    has_other = os.path.isdir(os.path.join(directory, _SUBDIR[other]))
-    raise FileNotFoundError(
-        f"no {which} checkpoint in {directory}: {_SUBDIR[which]}/ is missing"
-        + (f" (it has {_SUBDIR[other]}/: use which={other!r})" if has_other
-           else "; is this a training workdir written by run.py?"))
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
-  step = _pick_step(directory, which, ckpt_lib.read_workdir_config(directory))
-  if step is None:
-    raise FileNotFoundError(
-        f"no {which} checkpoint in {sub} (the folder holds no finished "
-        "checkpoint step); train first or use the other --which")
-  return sub, step
-
-
-def _host_abstract(metadata):
-  """Orbax array metadata -> numpy restore arguments (host arrays)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  def one(m):
-    return ocp.RestoreArgs(restore_type=np.ndarray, dtype=getattr(m, "dtype",
-                                                                  None))
-  return jax.tree.map(one, metadata)
-
-
-def _restore_host(manager, step: int) -> Tuple[Any, dict]:
-  """(state as nested host arrays, config dict) of a checkpoint step."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  try:
-    config = manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore()))["config"]
-  except Exception as e:  # orbax raises several types for absent items.
-    raise ValueError(
-        f"{manager.directory}/{step} has no readable 'config' item ({e}); not "
-        "a checkpoint written by training.checkpoints.Checkpointer") from e
-  try:
-    metadata = manager.item_metadata(step)["state"]
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(
-        f"{manager.directory}/{step} has no readable 'state' item ({e}); not "
-        "a checkpoint written by training.checkpoints.Checkpointer") from e
-  if metadata is None:
-    raise ValueError(f"{manager.directory}/{step} has no 'state' item; not a "
-                     "checkpoint written by training.checkpoints.Checkpointer")
-  state = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(item=metadata,
-                                   restore_args=_host_abstract(metadata))))
-  return state["state"], dict(config)
-
-
-def _as_pair(ema):
-  """`TrainState.ema` as restored ((params, model_state) tuple/list/dict)."""
-  if isinstance(ema, dict) and set(ema) >= {"0", "1"}:
-    return ema["0"], ema["1"]
-  if isinstance(ema, (list, tuple)) and len(ema) == 2:
-    return ema[0], ema[1]
-  return None
-
-
-def select_variables(state: dict, use_ema: Optional[bool] = None
-                     ) -> Tuple[dict, bool]:
-  """Flax variables `{"params": ..., **model_state}` of a restored state.
-
-  Args:
-    state: the restored `TrainState` as a nested dict.
-    use_ema: None = EMA when present, True = EMA (error if absent), False = raw.
-
-  Returns:
-    (variables, whether the EMA parameters were used).
-  """
-  if not isinstance(state, dict) or "params" not in state:
-    raise ValueError("the checkpoint's state has no 'params'; not a STAR "
-                     "training state (training/state.py TrainState)")
-  pair = _as_pair(state.get("ema"))
-  if use_ema and pair is None:
-    raise ValueError("use_ema=True but the checkpoint has no EMA parameters "
-                     "(trained with config.ema.enabled=False); use the raw "
-                     "ones")
-  if pair is not None and use_ema is not False:
-    params, model_state = pair
-    used = True
-  else:
-    params, model_state = state["params"], state.get("model_state") or {}
-    used = False
-  return {"params": params, **dict(model_state or {})}, used
+  return ckpt_lib.find_checkpoint(directory, which)
 
 
 def config_from_dict(config_dict: dict):
@@ -214,7 +82,7 @@ def model_from_config(config):
         f"not a STAR checkpoint: its config.method is "
         f"{config.get('method', None)!r}, expected 'star' (SCE-MAE runs are "
         "evaluated with run.py --mode=...)")
-  return method_lib._model_from_config(  # pylint: disable=protected-access
+  return method_lib.model_from_config(
       config, schemes.get_scheme(config.data.scheme))
 
 
@@ -237,19 +105,20 @@ def load_checkpoint(directory: str, which: str = "best",
     FileNotFoundError: missing directory or no checkpoint of that kind.
     ValueError: not a STAR checkpoint (method, items or state layout).
   """
-  sub, step = find_checkpoint(directory, which)
-  manager = _checkpoint_manager(sub)
-  try:
-    state, config_dict = _restore_host(manager, step)
-  finally:
-    manager.close()
-  config = config_from_dict(config_dict)
+  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  if which not in WHICH:
+    raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+  params = {None: "prefer_ema", True: "ema", False: "raw"}[use_ema]
+  restored = ckpt_lib.restore_run(
+      directory, which=which, params=params,
+      check_config=lambda c: model_from_config(config_from_dict(c)))
+  config = config_from_dict(restored.config)
   model = model_from_config(config)
-  variables, used_ema = select_variables(state, use_ema)
-  variables = jax.device_put(variables)
+  variables = jax.device_put({"params": restored.params,
+                              **dict(restored.model_state)})
   if with_info:
-    info = {"path": os.path.join(sub, str(step)), "step": int(step),
-            "which": which, "ema": used_ema}
+    info = {"path": restored.path, "step": restored.step,
+            "which": which, "ema": restored.used_ema}
     return config, model, variables, info
   return config, model, variables
 
@@ -271,7 +140,7 @@ def infer(model, variables, images: jax.Array, crop_to_image: jax.Array,
     with_heatmaps: also return the last stack's heatmaps.
     flip_permutation: the scheme's flip permutation to run the evaluation's
       horizontal-flip test-time augmentation (`config.eval.flip_test`,
-      `star_jax.method.flip_test_average`); None: no flip test.
+      `landmarks.coordinates.flip_test_average`); None: no flip test.
 
   Returns:
     "landmarks_crop" `[B, N, 2]` crop pixels, "landmarks" `[B, N, 2]` original
@@ -294,9 +163,9 @@ def infer(model, variables, images: jax.Array, crop_to_image: jax.Array,
                              (x.shape[0], 2, 3))
       return method_lib.decode_predictions(forward(x), eye, crop_size,
                                            align_corners)[0]
-    crop = method_lib.flip_test_average(crop_points, images,
+    crop = coordinates.flip_test_average(crop_points, images,
                                         tuple(flip_permutation))
-    original = method_lib.crop_to_original(crop, crop_to_image)
+    original = coordinates.crop_to_original(crop, crop_to_image)
     outputs = forward(images) if with_heatmaps else None  # extra pass.
   out = {"landmarks_crop": crop, "landmarks": original}
   if with_heatmaps:

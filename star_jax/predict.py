@@ -13,7 +13,7 @@ with its horizontal-flip test when the checkpoint's config sets
 `eval.flip_test` (an artifact carries its own choice, see star_jax.export).
 
 For each input `<name>.<ext>` it writes `--out/<name>.json` and the overlay
-`--out/<name>.png` (`star_jax.figures.landmark_overlay`: points in green, the
+`--out/<name>.png` (`landmarks.plots.landmark_overlay`: points in green, the
 face box in orange, images under 256 px upscaled by an integer factor; if two
 inputs share a stem, `<name>_<ext>.*`); nothing is
 ever written anywhere else, and `--out` may not be a folder holding inputs.
@@ -393,11 +393,11 @@ def check_out_dir(out_dir: str, inputs: Sequence[str]) -> None:
 def draw_overlay(image: np.ndarray, points: np.ndarray, box=None):
   """The image with the points (and the face box) drawn, as a PIL image.
 
-  `star_jax.figures.landmark_overlay`: images under 256 px are upscaled by
+  `landmarks.plots.landmark_overlay`: images under 256 px are upscaled by
   an integer factor so the points stay visible.
   """
-  from star_jax import figures  # pylint: disable=g-import-not-at-top
-  return figures.landmark_overlay(
+  from landmarks import plots  # pylint: disable=g-import-not-at-top
+  return plots.landmark_overlay(
       image, points, box=None if box is None else [float(v) for v in box])
 
 

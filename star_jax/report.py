@@ -4,7 +4,7 @@ Inputs are the per-face NMEs the evaluation computed (`star_jax.method.
 StarMethod.eval_step`: one array per normaliser, for the raw and the EMA
 parameters) and the named face groups of each split (`StarData.eval_groups`:
 WFLW attribute flags, 300W subset groups). Every number comes from
-`star_jax.metrics` (`subset_metrics`: NME, FR@t, AUC@t; `ced_curve`); this
+`landmarks.metrics` (`subset_metrics`: NME, FR@t, AUC@t; `ced_curve`); this
 module only arranges them:
 
   results.json   config path, dataset, checkpoint (dir, latest|best, step,
@@ -44,10 +44,10 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from star_jax import metrics as metrics_lib
+from landmarks import metrics as metrics_lib
 
 # WFLW columns in the paper's order: (group names accepted, header). The
-# WFLW reader names make-up "makeup"; star_jax.metrics uses "make-up".
+# WFLW reader names make-up "makeup"; landmarks.metrics uses "make-up".
 WFLW_COLUMNS = ((("pose",), "Pose"), (("expression",), "Expression"),
                 (("illumination",), "Illumination"),
                 (("makeup", "make-up"), "Make-up"),
@@ -64,7 +64,7 @@ class SplitEvaluation:
   Attributes:
     index: `[F]` record index of each evaluated face (split order).
     groups: group name -> `[F]` bool flags (e.g. "pose", "common").
-    nmes: "raw" | "ema" -> normaliser name (star_jax.metrics.NORMALISERS) ->
+    nmes: "raw" | "ema" -> normaliser name (landmarks.metrics.NORMALISERS) ->
       `[F]` per-face NME. The first normaliser is the primary one.
     predictions: optional "raw" | "ema" -> `[F, N, 2]` (original pixels).
   """
@@ -85,7 +85,7 @@ def subset_table(nmes, groups: Mapping[str, np.ndarray], threshold: float,
 
   Returns `{"full" | group: {nme, fr, auc, median, count}}`.
 
-  NME / FR / AUC from `star_jax.metrics.subset_metrics`; median is the
+  NME / FR / AUC from `landmarks.metrics.subset_metrics`; median is the
   median per-face NME. A group with no face has count 0 and None values.
   """
   nmes = np.asarray(nmes, np.float64)
@@ -289,7 +289,7 @@ def write_report(workdir: str, evaluations: Mapping[str, SplitEvaluation],
   Returns:
     the results.json content.
   """
-  from star_jax import figures  # pylint: disable=g-import-not-at-top
+  from landmarks import plots  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   report = build_report(evaluations, **kwargs)
   with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -301,10 +301,10 @@ def write_report(workdir: str, evaluations: Mapping[str, SplitEvaluation],
   for split, ev in evaluations.items():
     for variant, by_norm in ev.nmes.items():
       curves[f"{split} ({PARAMS.get(variant, variant)})"] = by_norm[primary]
-  figures.ced_curve(curves, report["eval"]["threshold"],
-                    step=report["eval"]["step"],
-                    path=os.path.join(workdir, "ced.png"),
-                    title=f"CED, NME {_norm_label(primary)}")
+  plots.ced_curve(curves, report["eval"]["threshold"],
+                  step=report["eval"]["step"],
+                  path=os.path.join(workdir, "ced.png"),
+                  title=f"CED, NME {_norm_label(primary)}")
   arrays = {}
   for split, ev in evaluations.items():
     arrays[f"{split}/index"] = np.asarray(ev.index)

@@ -19,13 +19,9 @@ transforms, again no convolution.
 Exactness: F(2x2, 3x3) is the numerically mildest Winograd variant (its
 transform entries are 0, +-1, +-1/2); against `lax.conv_general_dilated` the
 float32 results differ by ~1e-6 of the output's scale (tested against a
-float64 NumPy convolution). Measured on a 2-core x86 CPU, 1 thread, fwd + bwd
-of one 3x3 conv at batch 8 (`bench/conv3x3.py`): 128 channels on 64 x 64
-maps 386 -> 274 ms, 32 x 32 89 -> 72 ms, 16 x 16 11 -> 15 ms (slower), 8 x 8
-slower still; with 64 channels it is slower at every size (the transforms'
-memory traffic outweighs the saved multiplications). In the 4-stack b8 step:
-10.51 -> 9.19 s on 2 cores (README "Measured").
-Hence `use_winograd`'s rule.
+float64 NumPy convolution). Speed: the transforms' memory traffic only pays
+off for wide channels on large maps, so `use_winograd` selects it where
+`bench/conv3x3.py` shows it faster on XLA:CPU (table in README "Measured").
 """
 
 import jax

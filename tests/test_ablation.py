@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from configs import common
 from sce_mae_jax import ablation
 from sce_mae_jax import backbone
 from sce_mae_jax import detection
@@ -48,7 +49,7 @@ def write_fake_mtfl(root):
 
 
 def tiny_config(root):
-  c = stage2.base_config()
+  c = common.sce()
   c.data.root = str(root)
   c.data.num_val = NUM_VAL
   c.backbone.update(dict(image_size=96, patch_size=8, width=16, depth=3,
@@ -273,14 +274,14 @@ def test_nme_matches_independent_computation(runs):
 
 
 def test_detection_settings_precedence():
-  base = detection.base_config().detection
-  plain = stage2.base_config()          # no detection section.
+  base = common.detection().detection
+  plain = common.sce()          # no detection section.
   s = ablation.detection_settings(plain)
   assert s.to_dict() == base.to_dict()
   s = ablation.detection_settings(plain, detection_config())
   assert s.hidden == 8 and s.intermediate == 2
   assert s.normaliser == base.normaliser   # filled from the defaults.
-  main = detection.base_config()
+  main = common.detection()
   main.detection.hidden = 32
   s = ablation.detection_settings(main, detection_config())
   assert s.hidden == 32                    # --config wins.

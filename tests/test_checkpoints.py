@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests import test_inference
 from tests import test_loop as toy
 from training import checkpoints as ckpt_lib
 from training import loop
@@ -82,16 +83,180 @@ def test_config_guard_allows_cadence_refuses_semantics():
            "data": {"root": "/a", "image_size": 256}}
   ok = {"seed": 0, "batch_size": 16, "num_epochs": 600,
         "model": {"num_stacks": 4}, "log_every_steps": 10,
-        "data": {"root": "/b", "image_size": 256}}
-  ckpt_lib.check_config_compatible(saved, ok)
-  bad = {**ok, "model": {"num_stacks": 2}, "data": {"root": "/a",
+        "data": {"root": "/a", "image_size": 256}}
+  ckpt_lib.check_config_compatible(saved, ok)   # spine fields only.
+  # data.root is a method's field: refused unless the method declares it.
+  moved = {**ok, "data": {"root": "/b", "image_size": 256}}
+  with pytest.raises(ckpt_lib.ConfigMismatchError, match="data.root"):
+    ckpt_lib.check_config_compatible(saved, moved)
+  ckpt_lib.check_config_compatible(saved, moved, may_change=("data.root",))
+  bad = {**ok, "model": {"num_stacks": 2}, "data": {"root": "/b",
                                                       "image_size": 128}}
   with pytest.raises(ckpt_lib.ConfigMismatchError) as e:
-    ckpt_lib.check_config_compatible(saved, bad)
+    ckpt_lib.check_config_compatible(saved, bad, may_change=("data.root",))
   msg = str(e.value)
   assert "model.num_stacks" in msg and "data.image_size" in msg
   assert "data.root" not in msg
-  ckpt_lib.check_config_compatible(saved, bad,
-                                    may_change=("model.", "data.image_size"))
+  ckpt_lib.check_config_compatible(
+      saved, bad, may_change=("model.", "data.image_size", "data.root"))
   with pytest.raises(ckpt_lib.ConfigMismatchError, match="new_field"):
     ckpt_lib.check_config_compatible(saved, {**ok, "new_field": 1})
+
+
+def test_loop_resume_fields_are_the_methods_declarations():
+  from sce_mae_jax import pretrain  # pylint: disable=g-import-not-at-top
+  from star_jax import method as star_method  # pylint: disable=g-import-not-at-top
+  config = toy.toy_config(resume_may_change=("x.y",))
+  fields = loop.resumable_fields(star_method.StarMethod, config)
+  assert set(fields) == {"data.root", "data.num_workers",
+                         "data.prefetch_buffer_size", "eval.flip_test",
+                         "model.conv3x3", "x.y"}
+  assert set(loop.resumable_fields(pretrain.MaePretrainMethod, config)) == {
+      "data.root", "data.num_workers", "x.y"}
+  assert not set(ckpt_lib.RESUMABLE_FIELDS) & {"data.root", "eval.flip_test"}
+
+
+def test_model_check_uses_the_methods_model_fields():
+  from star_jax import method as star_method  # pylint: disable=g-import-not-at-top
+  from training import method as method_lib  # pylint: disable=g-import-not-at-top
+  saved = {"method": "m", "model": {"width": 8, "dtype": "float32",
+                                    "conv3x3": "auto"},
+           "data": {"scheme": "300w", "crop_size": 64, "root": "/a"}}
+  scheme = {**saved, "data": {**saved["data"], "scheme": "wflw"}}
+  # The base Method's model is `model.*` only: the scheme is not checked.
+  loop._check_model_config(saved, scheme, "x", method_lib.Method)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="data.scheme"):
+    loop._check_model_config(saved, scheme, "x", star_method.StarMethod)  # pylint: disable=protected-access
+  # Compute dtype, implementation fields and non-model fields may differ.
+  same_model = {"method": "m", "model": {"width": 8, "dtype": "bfloat16",
+                                         "conv3x3": "winograd"},
+                "data": {"scheme": "300w", "crop_size": 64, "root": "/b"}}
+  loop._check_model_config(saved, same_model, "x", star_method.StarMethod)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="model.conv3x3"):
+    loop._check_model_config(saved, same_model, "x", method_lib.Method)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="model.width"):
+    loop._check_model_config(  # pylint: disable=protected-access
+        saved, {**saved, "model": {**saved["model"], "width": 16}}, "x",
+        method_lib.Method)
+
+
+# ----------------------------------------------------------- restore_run ----
+
+def _distinct_ema_state(trainer):
+  """A TrainState whose EMA differs from the raw parameters and stats."""
+  state = trainer.init_state()
+  rng = np.random.RandomState(7)
+  ema = jax.tree.map(
+      lambda x: rng.standard_normal(np.shape(x)).astype(np.asarray(x).dtype),
+      (_host(state.params), _host(state.model_state)))
+  return state.replace(ema=ema, step=np.asarray(3, np.int32))
+
+
+def _assert_tree_equal(a, b):
+  la, ta = jax.tree.flatten(_host(a))
+  lb, tb = jax.tree.flatten(_host(b))
+  assert ta == tb
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(name="saved_run")
+def _saved_run(tmp_path):
+  """A workdir with checkpoints/4 (latest) and checkpoints_best/2."""
+  config = toy.toy_config()
+  trainer = loop.Trainer(toy.ToyMethod(config), config)
+  cfg = ckpt_lib.config_to_dict(config)
+  best = _distinct_ema_state(trainer)
+  latest = best.replace(params=jax.tree.map(lambda x: x + 1, best.params),
+                        step=np.asarray(4, np.int32))
+  c = ckpt_lib.Checkpointer(str(tmp_path), best_metric="val/mse",
+                            async_save=False)
+  c.save_best(2, best, None, {}, cfg, {"val/mse": 0.5})
+  c.save(4, latest, None, {}, cfg, force=True)
+  c.wait()
+  c.close()
+  return str(tmp_path), trainer, cfg, {"best": best, "latest": latest}
+
+
+def test_restore_run_host_raw_and_ema_equal_what_was_saved(saved_run):
+  workdir, _, cfg, states = saved_run
+  before = test_inference._mtimes(workdir)
+  for which, step in (("latest", 4), ("best", 2)):
+    s = states[which]
+    raw = ckpt_lib.restore_run(workdir, which=which, params="raw")
+    assert (raw.step, raw.which, raw.used_ema) == (step, which, False)
+    assert raw.config == cfg
+    assert raw.path.endswith(f"{ckpt_lib.SUBDIRS[which]}/{step}")
+    _assert_tree_equal(raw.params, s.params)
+    _assert_tree_equal(raw.model_state, s.model_state)
+    assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(raw.params))
+    for mode in ("ema", "prefer_ema"):
+      ema = ckpt_lib.restore_run(workdir, which=which, params=mode)
+      assert ema.used_ema
+      _assert_tree_equal(ema.params, s.ema[0])
+      _assert_tree_equal(ema.model_state, s.ema[1])
+  # The EMA really differs from the raw parameters.
+  assert not np.allclose(jax.tree.leaves(states["best"].ema[0])[0],
+                         jax.tree.leaves(states["best"].params)[0])
+  # An explicit step; reading created or touched nothing.
+  s2 = ckpt_lib.restore_run(workdir, which="best", step=2)
+  _assert_tree_equal(s2.params, states["best"].params)
+  assert test_inference._mtimes(workdir) == before
+
+
+def test_restore_run_sharded_into_the_trainers_layout(saved_run):
+  workdir, trainer, _, states = saved_run
+  r = ckpt_lib.restore_run(workdir, which="best", params="ema",
+                           abstract_state=trainer.abstract_state)
+  assert type(r.state) is type(trainer.abstract_state)
+  _assert_tree_equal(r.state, states["best"])
+  _assert_tree_equal(r.params, states["best"].ema[0])
+  leaf = jax.tree.leaves(r.state.params)[0]
+  assert leaf.sharding == jax.tree.leaves(
+      trainer.abstract_state.params)[0].sharding
+
+
+def test_restore_run_config_check_runs_before_the_state(saved_run):
+  workdir, _, cfg, _ = saved_run
+  seen = []
+
+  def refuse(config):
+    seen.append(config)
+    raise ValueError("other model")
+
+  # A wrong abstract state would fail in orbax; the check refuses first.
+  with pytest.raises(ValueError, match="other model"):
+    ckpt_lib.restore_run(workdir, abstract_state={"nothing": 1},
+                         check_config=refuse)
+  assert seen == [cfg]
+
+
+def test_restore_run_without_ema_and_clear_errors(tmp_path):
+  config = toy.toy_config(ema={"enabled": False})
+  trainer = loop.Trainer(toy.ToyMethod(config), config)
+  state = trainer.init_state()
+  c = ckpt_lib.Checkpointer(str(tmp_path / "run"), async_save=False)
+  c.save(1, state, None, {}, ckpt_lib.config_to_dict(config), force=True)
+  c.wait()
+  c.close()
+  run = str(tmp_path / "run")
+  r = ckpt_lib.restore_run(run, params="prefer_ema")
+  assert not r.used_ema
+  _assert_tree_equal(r.params, state.params)
+  with pytest.raises(ValueError, match="no EMA"):
+    ckpt_lib.restore_run(run, params="ema")
+  with pytest.raises(ValueError, match="params must be"):
+    ckpt_lib.restore_run(run, params="average")
+  with pytest.raises(ValueError, match="which must be"):
+    ckpt_lib.restore_run(run, which="final")
+  with pytest.raises(FileNotFoundError, match="does not exist.*; train it"):
+    ckpt_lib.restore_run(str(tmp_path / "nope"), hint="train it")
+  with pytest.raises(FileNotFoundError, match="checkpoints_best/ is missing"):
+    ckpt_lib.restore_run(run, which="best")
+  with pytest.raises(FileNotFoundError, match="pass the workdir itself"):
+    ckpt_lib.restore_run(str(tmp_path / "run" / "checkpoints"))
+  with pytest.raises(FileNotFoundError, match="no checkpoint step 9"):
+    ckpt_lib.restore_run(run, step=9)
+  (tmp_path / "early" / "checkpoints").mkdir(parents=True)
+  with pytest.raises(FileNotFoundError, match="no latest checkpoint"):
+    ckpt_lib.restore_run(str(tmp_path / "early"))

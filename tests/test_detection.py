@@ -8,6 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import common
+from landmarks import coordinates
 from sce_mae_jax import detection
 from sce_mae_jax import keypoint_head as kh
 from tests import test_keypoint_head as khtest
@@ -17,28 +19,28 @@ EYES = (0, 1)
 
 def test_normalise_roundtrip_and_values():
   p = jnp.array([[0.0, 95.0], [47.5, 10.0]])
-  n = detection.normalise_points(p, 96)
+  n = coordinates.normalise_landmarks(p, 96)
   np.testing.assert_allclose(np.asarray(n)[0], [1 / 96 - 1, 191 / 96 - 1],
                              rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(detection.denormalise_points(n, 96)),
+  np.testing.assert_allclose(np.asarray(coordinates.denormalise_landmarks(n, 96)),
                              np.asarray(p), atol=1e-5)
 
 
 def test_smooth_l1_piecewise():
   x = np.array([-2.0, -0.5, 0.0, 0.3, 1.5])
   ref = np.where(np.abs(x) < 1, 0.5 * x**2, np.abs(x) - 0.5)
-  np.testing.assert_allclose(np.asarray(detection.smooth_l1(jnp.asarray(x))),
+  np.testing.assert_allclose(np.asarray(kh.smooth_l1(jnp.asarray(x))),
                              ref)
   ref = np.where(np.abs(x) < 0.5, x**2, np.abs(x) - 0.25)  # beta = 0.5
   np.testing.assert_allclose(
-      np.asarray(detection.smooth_l1(jnp.asarray(x), 0.5)), ref)
+      np.asarray(kh.smooth_l1(jnp.asarray(x), 0.5)), ref)
 
 
 def test_nme_percent_eye_centres():
   gt = np.array([[[10, 10], [30, 10], [20, 20], [12, 30], [28, 30]]],
                 np.float32)
   pred = gt + np.array([2.0, 0.0], np.float32)  # every point 2 px off.
-  np.testing.assert_allclose(detection.nme_percent(pred, gt, "five_point"),
+  np.testing.assert_allclose(kh.nme_percent(pred, gt, "five_point"),
                              [10.0], rtol=1e-6)
 
 
@@ -46,12 +48,12 @@ def test_mean_shape_nme_hand_computed():
   a = np.array([[10, 10], [30, 10], [20, 20], [12, 30], [28, 30]], np.float32)
   train = np.stack([a, a + np.array([4.0, 0.0], np.float32)])
   np.testing.assert_allclose(
-      detection.mean_shape_nme(train, a[None], "five_point"), [10.0],
+      kh.mean_shape_nme(train, a[None], "five_point"), [10.0],
       rtol=1e-6)
 
 
 def test_heads_from_config():
-  c = detection.base_config()
+  c = common.detection()
   head = detection.head_from_config(c, 5, "head", (192,))
   assert isinstance(head, kh.ConvBlockRegressor)
   assert (head.hidden, head.intermediate, head.num_maps) == (256, 50, 250)
@@ -70,7 +72,7 @@ def test_heads_from_config():
 
 
 def test_settings_from_config():
-  d = detection.base_config().detection
+  d = common.detection().detection
   s = detection.all_annotation_settings(d, seed=3)
   assert (s.epochs, s.learning_rate, s.weight_decay, s.amsgrad) == (
       300, 1e-3, 5e-4, True)

@@ -13,6 +13,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from configs import common
 from sce_mae_jax import detection
 from sce_mae_jax import stage2
 from training import loop
@@ -36,7 +37,7 @@ def write_mtfl_folder(root, list_file, count, seed, prefix):
 
 
 def tiny_detection_config(train_root, test_root):
-  c = detection.base_config()
+  c = common.detection()
   c.data.root = str(train_root)
   c.data.num_val = 4
   c.data.eval_name = "aflw_m"

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from configs import common
 from sce_mae_jax import fewshot
 from sce_mae_jax import keypoint_head as kh
 from sce_mae_jax import stage2
@@ -73,8 +74,7 @@ def test_fewshot_settings_follow_the_config():
 
 
 def detection_config():
-  from sce_mae_jax import detection  # pylint: disable=g-import-not-at-top
-  return detection.base_config().detection
+  return common.detection().detection
 
 
 def spot_images(n, seed):

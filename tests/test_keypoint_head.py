@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sce_mae_jax import dense
+from landmarks import coordinates
 from sce_mae_jax import keypoint_head as kh
 from sce_mae_jax import tps
 
@@ -62,33 +63,12 @@ EYES = (0, 1)
 def test_grid_centres_are_the_dense_feature_centres(stride):
   size, patch = 96, 8
   centres = dense.dense_feature_centres((size, size), patch, stride)
-  norm = kh.normalise_points(centres.astype(np.float64), size)
-  g = kh.grid_centres(size // stride)
+  norm = coordinates.normalise_landmarks(centres.astype(np.float64), size)
+  g = coordinates.grid_centres(size // stride)
   np.testing.assert_allclose(norm[0, :, 0], g, atol=1e-6)   # x along a row
   np.testing.assert_allclose(norm[:, 0, 1], g, atol=1e-6)   # y down a column
   np.testing.assert_allclose(g, (2 * np.arange(size // stride) + 1) /
                              (size // stride) - 1, atol=1e-7)
-
-
-def test_soft_argmax_of_one_hot_maps_is_the_cell_centre():
-  h, w = 5, 7
-  cells = [(0, 0), (2, 6), (4, 3)]  # (row, col)
-  maps = np.zeros((1, h, w, len(cells)), np.float32)
-  for m, (r, c) in enumerate(cells):
-    maps[0, r, c, m] = 1.0
-  got = np.asarray(kh.soft_argmax(jnp.asarray(maps)))[0]
-  want = [[kh.grid_centres(w)[c], kh.grid_centres(h)[r]] for r, c in cells]
-  np.testing.assert_allclose(got, want, atol=1e-7)
-
-
-def test_spatial_softmax_and_soft_argmax_match_float64():
-  logits = np.random.default_rng(0).normal(size=(2, 5, 7, 3)) * 3
-  p = kh.spatial_softmax(jnp.asarray(logits, jnp.float32))
-  np.testing.assert_allclose(np.asarray(p), np_softmax_maps(logits),
-                             rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(np.asarray(kh.soft_argmax(p)),
-                             np_soft_argmax(np_softmax_maps(logits)),
-                             atol=1e-6)
 
 
 def test_l2_normalise_groups():
@@ -198,7 +178,7 @@ HEADS = {
 def test_initial_prediction_is_the_mean_training_shape(name):
   feats, lms = spot_faces(16)
   mean_px = lms.astype(np.float64).mean(axis=0)
-  mean = kh.normalise_points(mean_px, 24)
+  mean = coordinates.normalise_landmarks(mean_px, 24)
   # readout "zero": every face's initial prediction is the mean shape.
   exact = HEADS[name].clone(readout_init="zero")
   params = kh.init_params(exact, jax.random.PRNGKey(0), feats, mean)
@@ -309,7 +289,7 @@ def test_fit_few_faces_with_tps_augmentation():
 
 def test_tps_augment_with_identity_warp_returns_the_input():
   feats, lms = spot_faces(2)
-  target = kh.normalise_points(lms, 24)
+  target = coordinates.normalise_landmarks(lms, 24)
   aug = kh.tps_augment(24, tps.random_tps_warp, control_sd=0.0)
   f, l = aug(jax.random.PRNGKey(0), jnp.asarray(feats), jnp.asarray(target))
   np.testing.assert_allclose(np.asarray(f), feats, atol=1e-4)
@@ -330,11 +310,11 @@ def test_tps_augment_moves_features_and_landmarks_together():
   feats[0, 3, 1, 0] = 1.0                   # spot at cell (row 3, col 1).
   lms = np.array([[[1.5 * 4, 3.5 * 4]]], np.float32) - 0.5   # its centre.
   f, l = aug(jax.random.PRNGKey(0), jnp.asarray(feats),
-             jnp.asarray(kh.normalise_points(lms, size)))
+             jnp.asarray(coordinates.normalise_landmarks(lms, size)))
   f = np.asarray(f)
   assert f[0, 3, 3, 0] == pytest.approx(1.0, abs=1e-4)
   assert np.abs(f).sum() == pytest.approx(1.0, abs=1e-3)
-  np.testing.assert_allclose(kh.denormalise_points(np.asarray(l), size),
+  np.testing.assert_allclose(coordinates.denormalise_landmarks(np.asarray(l), size),
                              lms + np.array([8.0, 0.0]), atol=1e-3)
 
 
@@ -352,8 +332,8 @@ def test_tps_augment_keeps_each_spot_under_its_landmark(warp):
   aug = kh.tps_augment(24, getattr(tps, warp), **kwargs)
   feats, lms = spot_faces(16, noise=0.0)
   f, l = aug(jax.random.PRNGKey(3), jnp.asarray(feats),
-             jnp.asarray(kh.normalise_points(lms, 24)))
-  f, l = np.asarray(f), kh.denormalise_points(np.asarray(l), 24)
+             jnp.asarray(coordinates.normalise_landmarks(lms, 24)))
+  f, l = np.asarray(f), coordinates.denormalise_landmarks(np.asarray(l), 24)
   assert np.all(np.isfinite(f)) and np.all(np.isfinite(l))
   assert np.abs(l - lms).max() > 0.3          # the warps did move points.
   cell = np.round((l + 0.5) * 6 / 24 - 0.5)   # nearest cell (x, y).

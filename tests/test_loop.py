@@ -24,6 +24,7 @@ import pytest
 from training import checkpoints as ckpt_lib
 from training import loop
 from training import mesh as mesh_lib
+from training import method as method_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 64
@@ -57,6 +58,7 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
   c.data_delay_s = 0.0  # sleep per training batch (to interrupt a run).
   c.frozen_first_layer = False
   c.resume_may_change = ("data_delay_s",)
+  c.eval_label = "a"    # a field ToyMethod declares resumable.
   for k, v in overrides.items():
     c[k] = v
   return c
@@ -94,10 +96,12 @@ class ToyModel(nn.Module):
     return nn.Dense(DIM_OUT, name="dense2")(nn.relu(h))
 
 
-class ToyMethod:
-  """The loop's method interface on a toy regression problem."""
+class ToyMethod(method_lib.Method):
+  """The loop's method interface on a toy regression problem (no optional
+  hooks: begin_eval, write_report, forward, extra_modes are the defaults)."""
 
   best_mode = "min"
+  resumable_fields = ("eval_label",)
 
   def __init__(self, config):
     self.config = config
@@ -280,10 +284,62 @@ def test_config_mismatch_on_resume_is_refused(tmp_path):
   changed = toy_config(max_steps=8, batch_size=8)
   with pytest.raises(ckpt_lib.ConfigMismatchError, match="batch_size"):
     loop.train(ToyMethod(changed), changed, str(tmp_path))
-  # A longer run (max_steps may change) resumes.
-  longer = toy_config(max_steps=8)
+  # A field the method does not declare resumable is refused; one it
+  # declares (eval_label) may change, as may the spine's max_steps.
+  other = toy_config(max_steps=8, frozen_first_layer=True)
+  with pytest.raises(ckpt_lib.ConfigMismatchError, match="frozen_first_layer"):
+    loop.train(ToyMethod(other), other, str(tmp_path))
+  longer = toy_config(max_steps=8, eval_label="b")
   state = loop.train(ToyMethod(longer), longer, str(tmp_path))
   assert int(state.step) == 8
+
+
+def test_a_method_without_optional_hooks_gets_the_defaults(tmp_path):
+  config = toy_config()
+  m = ToyMethod(config)
+  params = {"w": np.ones(3)}
+  assert m.trainable_mask(params) is None
+  assert m.weight_decay_mask is None
+  assert m.begin_eval(3, str(tmp_path)) is None
+  assert m.write_report(str(tmp_path), {}, {}, {}) is None
+  assert dict(m.extra_modes) == {} and m.best_metric is None
+  assert os.listdir(tmp_path) == []           # the no-ops wrote nothing.
+  # forward defaults to eval_step (what --mode=summary compiles).
+  trainer = loop.Trainer(m, config)
+  state = trainer.init_state()
+  batch = _fixed_batch(trainer)
+  a = m.forward(state.params, state.model_state, batch)
+  b = m.eval_step(state.params, state.model_state, batch)
+  np.testing.assert_array_equal(np.asarray(a["sq_err"]),
+                                np.asarray(b["sq_err"]))
+  with pytest.raises(ValueError, match="unknown --mode 'nope'"):
+    loop.run_mode("nope", m, config, str(tmp_path))
+  # Required hooks raise; data hooks need a `data` object or an override.
+  bare = method_lib.Method()
+  with pytest.raises(NotImplementedError, match="loss_fn"):
+    bare.loss_fn(None, None, None, None, 0)
+  with pytest.raises(NotImplementedError, match="data"):
+    bare.num_train_examples()
+
+
+def test_data_hooks_delegate_to_the_data_object():
+  class Data:
+    def num_train_examples(self):
+      return 7
+
+    def train_iterator(self, n):
+      return iter([n])
+
+    def eval_iterators(self, n):
+      return {"val": lambda: [n]}
+
+  class WithData(method_lib.Method):
+    data = Data()
+
+  m = WithData()
+  assert m.num_train_examples() == 7
+  assert next(m.train_iterator(3)) == 3
+  assert m.eval_iterators(4)["val"]() == [4]
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""

@@ -2,41 +2,17 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from configs import common
 from data import records as records_lib
 from data import schemes
-from data import targets
-from star_jax import loss as loss_lib
+from landmarks import metrics as metrics_lib
+from star_jax import data as star_data
 from star_jax import method
-from star_jax import metrics as metrics_lib
 
 SCHEME = schemes.get_scheme("300w")
-# Jitted once per settings (eager edge-map construction is slow).
-_LOSS = jax.jit(method.star_training_loss, static_argnums=(2, 3, 4))
-
-
-def test_normalise_matches_the_public_formula_and_inverts():
-  p = np.array([0.0, 100.0, 255.0, -5.0, 300.0])
-  got = np.asarray(method.normalise_landmarks(jnp.asarray(p), 256))
-  np.testing.assert_allclose(got, [1 / 256 - 1, 201 / 256 - 1, 511 / 256 - 1,
-                                   -1.0, 1.0], rtol=1e-6)
-  got = np.asarray(method.normalise_landmarks(jnp.asarray(p), 256, True))
-  np.testing.assert_allclose(got[:3], [-1.0, 200 / 255 - 1, 1.0], rtol=1e-6)
-  inside = jnp.asarray(np.linspace(0, 255, 7))
-  for ac in (False, True):
-    back = method.denormalise_landmarks(
-        method.normalise_landmarks(inside, 256, ac), 256, ac)
-    np.testing.assert_allclose(np.asarray(back), np.asarray(inside), atol=1e-4)
-
-
-def test_stack_weights():
-  np.testing.assert_allclose(method.stack_weights(4), [1 / 8, 1 / 4, 1 / 2, 1])
-  np.testing.assert_allclose(method.stack_weights(1), [1.0])
-
-
 def test_decode_one_hot_heatmap_to_original_pixels():
   h, s = 8, 32
   maps = np.zeros((1, 2, h, h), np.float32)
@@ -54,91 +30,8 @@ def test_decode_one_hot_heatmap_to_original_pixels():
                              rtol=1e-5)
 
 
-def _fake_outputs(rng, b, n, e, h, num_stacks):
-  outs = []
-  for _ in range(num_stacks):
-    outs.append({
-        "heatmaps": jnp.asarray(rng.rand(b, n, h, h).astype(np.float32) ** 4),
-        "pointmaps": jnp.asarray(rng.rand(b, n, h, h).astype(np.float32)),
-        "edgemaps": jnp.asarray(rng.rand(b, e, h, h).astype(np.float32))})
-  return outs
-
-
-def _landmarks(rng, b, n, s):
-  return jnp.asarray(rng.uniform(2, s - 3, (b, n, 2)).astype(np.float32))
-
-
-def test_star_loss_composition_over_stacks():
-  rng = np.random.RandomState(0)
-  b, n, e, h, s = 2, 68, 9, 8, 32
-  outs = _fake_outputs(rng, b, n, e, h, 2)
-  lm = _landmarks(rng, b, n, s)
-  settings = method.LossSettings()
-  total, terms = _LOSS(outs, lm, settings, SCHEME, s)
-  gt = jnp.asarray((2 * np.asarray(lm) + 1) / s - 1)
-  pt = targets.point_heatmaps(lm, crop_size=s, heatmap_size=h)
-  et = jax.jit(lambda x: targets.edge_maps(x, SCHEME, crop_size=s,
-                                           heatmap_size=h))(lm)
-  expected = 0.0
-  for w, o in zip((0.5, 1.0), outs):
-    expected += w * (loss_lib.star_loss(o["heatmaps"], gt)
-                     + 10 * loss_lib.awing_heatmap_loss(o["pointmaps"], pt)
-                     + 10 * loss_lib.awing_heatmap_loss(o["edgemaps"], et))
-  assert float(total) == pytest.approx(float(expected), rel=1e-5)
-  assert set(terms) == {"loss_coordinates", "loss_pointmaps", "loss_edgemaps"}
-  # The edge targets really are non-trivial at this size.
-  assert float(jnp.max(et)) > 0.3
-
-
-def _smooth_l1_np(x, s=0.01):
-  return np.where(x < s, 0.5 * x * x / s, x - 0.5 * s)
-
-
-def test_star_off_is_the_eq2_baseline_on_soft_argmax():
-  rng = np.random.RandomState(1)
-  b, n, h, s = 2, 68, 8, 32
-  heat = rng.rand(b, n, h, h) ** 4
-  lm = rng.uniform(2, s - 3, (b, n, 2))
-  outs = [{"heatmaps": jnp.asarray(heat, jnp.float32)}]  # no AAM heads.
-  settings = method.LossSettings(star=False)
-  total, terms = _LOSS(
-      outs, jnp.asarray(lm, jnp.float32), settings, SCHEME, s)
-  # float64 numpy reference: soft-argmax on linspace(-1, 1, h), error norm.
-  p = heat / heat.sum(axis=(-2, -1), keepdims=True)
-  grid = np.linspace(-1, 1, h)
-  mu = np.stack([(p.sum(-2) * grid).sum(-1), (p.sum(-1) * grid).sum(-1)], -1)
-  gt = np.clip((2 * lm + 1) / s - 1, -1, 1)
-  expected = np.mean(_smooth_l1_np(np.linalg.norm(gt - mu, axis=-1)))
-  assert float(total) == pytest.approx(expected, rel=1e-4)
-  assert set(terms) == {"loss_coordinates"}
-
-
-def test_dr_and_variant_settings_are_used():
-  rng = np.random.RandomState(2)
-  b, n, e, h, s = 1, 68, 9, 8, 32
-  outs = [{"heatmaps": _fake_outputs(rng, b, n, e, h, 1)[0]["heatmaps"]}]
-  lm = _landmarks(rng, b, n, s)
-  base, _ = _LOSS(outs, lm, method.LossSettings(), SCHEME, s)
-  with_dr, terms = _LOSS(
-      outs, lm, method.LossSettings(dr_weight=2.0), SCHEME, s)
-  gt = method.normalise_landmarks(lm, s)
-  dr = loss_lib.distribution_regularization(outs[0]["heatmaps"], gt)
-  assert float(with_dr - base) == pytest.approx(2.0 * float(dr), rel=1e-5)
-  assert float(terms["loss_dr"]) == pytest.approx(float(dr), rel=1e-6)
-  paper, _ = _LOSS(
-      outs, lm, method.LossSettings(value_form="paper", restriction="value"),
-      SCHEME, s)
-  expected = loss_lib.star_loss(outs[0]["heatmaps"], gt, value_form="paper")
-  code = loss_lib.star_loss(outs[0]["heatmaps"], gt)
-  assert float(paper - base) == pytest.approx(float(expected - code), abs=1e-4)
-  with pytest.raises(ValueError, match="unknown config.loss keys"):
-    method.LossSettings.from_config(ml_collections.ConfigDict({"stars": 1}))
-
-
-# ------------------------------------------------- method with fake data ----
-
 def tiny_config():
-  c = method.base_config()
+  c = common.star()
   c.data.name = "fake"
   c.data.scheme = "300w"
   c.data.crop_size = 32
@@ -259,7 +152,7 @@ def test_eval_groups_from_attributes_and_subsets():
   config = tiny_config()
   config.data.subset_groups = {"common": ("helen_testset", "lfpw_testset"),
                                "challenge": ("ibug",)}
-  data = method.StarData.__new__(method.StarData)
+  data = star_data.StarData.__new__(star_data.StarData)
   data.d = config.data
   lm = np.zeros((68, 2), np.float32)
   data.eval_records = {"full": [

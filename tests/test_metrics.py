@@ -1,4 +1,4 @@
-"""Tests for star_jax.metrics: NME, CED, FR, AUC, attribute breakdown."""
+"""Tests for landmarks.metrics: NME, CED, FR, AUC, attribute breakdown."""
 
 import csv
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.integrate
 
-from star_jax import metrics
+from landmarks import metrics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YT68_VAL = os.path.join(REPO_ROOT, "..", "shared", "data", "yt68", "val.csv")

@@ -138,14 +138,6 @@ def test_instance_norm_relu_matches_numpy():
   assert got.min() >= 0 and (got == 0).any() and (got > 0).any()
 
 
-def test_spatial_softmax_sums_to_one_per_channel():
-  x = np.random.RandomState(3).randn(2, 4, 4, 3) * 5
-  got = np.asarray(aam.spatial_softmax(jnp.asarray(x, jnp.float32)))
-  e = np.exp(x - x.max(axis=(1, 2), keepdims=True))
-  np.testing.assert_allclose(got, e / e.sum(axis=(1, 2), keepdims=True),
-                             rtol=1e-5, atol=1e-7)
-
-
 def test_model_fuses_its_own_maps(small_variables):
   """End to end: output heatmaps = AAM(IN+ReLU(head logits), point, edge)."""
   net = small_model()

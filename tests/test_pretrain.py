@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import common
 from sce_mae_jax import mae as mae_lib
 from sce_mae_jax import pretrain
 
@@ -37,7 +38,7 @@ def write_images(folder, n, seed, size=96):
 
 
 def tiny_config(train_dir, eval_dir, **overrides):
-  c = pretrain.base_config()
+  c = common.mae()
   c.method = "sce_mae_jax.pretrain"
   c.data.name = "folder"
   c.data.root = str(train_dir)
@@ -342,7 +343,7 @@ def test_config_builds_paper_model(name):
     assert (config.optimizer.b1, config.optimizer.b2) == (0.9, 0.95)
     assert config.optimizer.weight_decay == 0.05
     with pytest.raises(ValueError, match="data.root"):
-      pretrain.MaePretrainMethod(config)
+      pretrain.MaePretrainMethod(config).num_train_examples()
   # Overriding the batch rescales the learning rate (MAE's rule).
   config.batch_size = 256
   assert config.optimizer.learning_rate == pytest.approx(

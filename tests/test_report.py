@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import integrate
 
-from data import schemes
+from configs import common
 from star_jax import method
+from tests import test_coordinates
 from star_jax import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +50,7 @@ class _Groups:
 
 
 def _method(scheme, normaliser, threshold, flags, name):
-  c = method.base_config()
+  c = common.star()
   c.data.name = name
   c.data.scheme = scheme
   c.model.num_stacks, c.model.depth, c.model.width = 1, 1, 8
@@ -218,44 +218,6 @@ def test_300w_and_cofw_tables(tmp_path):
 
 # --------------------------------------------------------------- flip TTA ----
 
-def _np_flip(points, perm, width):
-  """Reference: point i of the mirror is the mirrored old point perm[i]."""
-  out = np.empty_like(points)
-  for i, j in enumerate(perm):
-    out[..., i, 0] = (width - 1) - points[..., j, 0]
-    out[..., i, 1] = points[..., j, 1]
-  return out
-
-
-def test_flip_points_against_numpy_and_symmetric_inputs():
-  rng = np.random.RandomState(2)
-  scheme = schemes.get_scheme("wflw")
-  perm = scheme.flip_permutation
-  p = rng.uniform(0, 255, (3, 98, 2))
-  got = np.asarray(method.flip_points(jnp.asarray(p), perm, 256))
-  np.testing.assert_allclose(got, _np_flip(p, perm, 256), atol=1e-4)
-  np.testing.assert_allclose(
-      np.asarray(method.flip_points(jnp.asarray(got), perm, 256)), p,
-      atol=1e-4)
-  images = jnp.zeros((3, 256, 256, 3), jnp.uint8)
-  # A predictor that returns the same points for any image: TTA gives the
-  # mirror-average, which for a symmetric shape is the shape itself.
-  # (face k and its mirror, at k and k + 3 in the batch, get p[k]).
-  fixed = lambda x: jnp.tile(jnp.asarray(p, jnp.float32),
-                             (x.shape[0] // 3, 1, 1))
-  tta = np.asarray(method.flip_test_average(fixed, images, perm))
-  np.testing.assert_allclose(tta, 0.5 * (p + _np_flip(p, perm, 256)),
-                             atol=1e-4)
-  sym = 0.5 * (p + _np_flip(p, perm, 256))
-  fixed_sym = lambda x: jnp.tile(jnp.asarray(sym, jnp.float32),
-                                 (x.shape[0] // 3, 1, 1))
-  np.testing.assert_allclose(
-      np.asarray(method.flip_test_average(fixed_sym, images, perm)), sym,
-      atol=1e-4)
-  with pytest.raises(ValueError, match="flip_permutation"):
-    method.flip_points(jnp.zeros((2, 68, 2)), perm, 256)
-
-
 def test_flip_test_in_eval_step_with_a_tiny_model():
   from tests import test_method as tm  # pylint: disable=g-import-not-at-top
   config = tm.tiny_config()
@@ -275,7 +237,7 @@ def test_flip_test_in_eval_step_with_a_tiny_model():
       params, model_state, np.concatenate([x, mirror])))
   p, q = both[:4], both[4:]
   perm = plain.scheme.flip_permutation
-  expected_crop = 0.5 * (p + _np_flip(q, perm, 32))
+  expected_crop = 0.5 * (p + test_coordinates.np_flip(q, perm, 32))
   c2i = batch["crop_to_image"].astype(np.float64)
   expected = (np.einsum("bij,bnj->bni", c2i[..., :2], expected_crop)
               + c2i[:, None, :, 2])
@@ -288,7 +250,7 @@ def test_flip_test_in_eval_step_with_a_tiny_model():
       np.linalg.norm(expected - gt, axis=-1).mean(-1) / iod, rtol=1e-4)
   # The model is not flip-equivariant, so TTA changes the prediction (this
   # test would notice TTA not being applied).
-  assert np.abs(q - _np_flip(p, perm, 32)).max() > 1e-2
+  assert np.abs(q - test_coordinates.np_flip(p, perm, 32)).max() > 1e-2
   assert np.abs(expected_crop - p).max() > 5e-3
 
 
@@ -444,11 +406,12 @@ def test_read_only_checkpointer_finds_best_and_latest(tmp_path):
   del saved["model"]["conv3x3"]
   config.model.conv3x3 = "winograd"
   loop._check_model_config(  # pylint: disable=protected-access
-      saved, ckpt_lib.config_to_dict(config), "x")
+      saved, ckpt_lib.config_to_dict(config), "x", method.StarMethod)
   config.model.width = 16
   with pytest.raises(ValueError, match="model.width"):
     loop._check_model_config(  # pylint: disable=protected-access
-        ro.restore_config(2), ckpt_lib.config_to_dict(config), "x")
+        ro.restore_config(2), ckpt_lib.config_to_dict(config), "x",
+        method.StarMethod)
 
 
 def test_missing_checkpoint_dir_is_a_clear_error(tmp_path):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import common
 from data import records as records_lib
 from sce_mae_jax import backbone
 from sce_mae_jax import lcr
@@ -18,7 +19,7 @@ from training import mesh as mesh_lib
 
 
 def tiny_config():
-  c = stage2.base_config()
+  c = common.sce()
   c.backbone.update(dict(image_size=32, patch_size=8, width=32, depth=4,
                          num_heads=2))
   c.carb.update(dict(layer=3, eta=0.25, num_clusters=2, knn=3))
@@ -125,24 +126,61 @@ def test_fixed_split_is_documented_permutation():
     stage2.fixed_split(10, 10)
 
 
+def _stage1_config(backbone_cfg):
+  """The part of a stage-1 (sce_mae_pretrain) config that describes its
+  encoder, for the ViT `backbone_cfg` (width 32, depth 4, 2 heads, 32 px)."""
+  return {"method": "sce_mae_pretrain",
+          "model": {"preset": "deit_tiny", "image_size": 32, "patch_size": 8,
+                    "dtype": "bfloat16",
+                    "encoder_overrides": {"width": backbone_cfg.width,
+                                          "depth": backbone_cfg.depth,
+                                          "num_heads": backbone_cfg.num_heads}}}
+
+
 def test_backbone_loads_encoder_from_orbax_workdir(tmp_path):
   config = tiny_config()
-  encoder = backbone.encoder_from_config(config)
+  encoder = backbone.encoder_from_config(config)   # no checkpoint: random.
   enc = jax.tree.map(np.asarray, backbone.init_encoder_params(encoder, 3))
-  state = {"step": np.int32(5),
-           "params": {"encoder": enc, "decoder": {"w": np.ones((2, 2))}}}
-  ckpt = ckpt_lib.Checkpointer(str(tmp_path), async_save=False)
-  ckpt.save(5, state, None, {"step": 5}, {"method": "x"}, force=True)
+  raw = {"encoder": enc, "decoder": {"w": np.ones((2, 2))}}
+  ema = jax.tree.map(lambda x: x + 1.0, raw)
+  state = {"step": np.int32(5), "params": raw, "ema": (ema, {})}
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / "s1"), async_save=False)
+  ckpt.save(5, state, None, {"step": 5}, _stage1_config(config.backbone),
+            force=True)
   ckpt.wait()
   ckpt.close()
-  config.backbone.checkpoint = str(tmp_path)
-  loaded = backbone.backbone_params(config, encoder)
+  # The encoder comes from the stage-1 run's stored config: stage 2's own
+  # architecture fields are not read (a different width here).
+  config.backbone.checkpoint = str(tmp_path / "s1")
+  config.backbone.width = 48
+  config.backbone.preset = "deit_base"
+  built = backbone.encoder_from_config(config)
+  assert (built.width, built.depth, built.num_heads, built.image_size,
+          built.patch_size) == (32, 4, 2, 32, 8)
+  assert built.dtype == jnp.float32          # stage 2 computes in float32.
+  backbone.check_params_match(enc, built)
+  loaded = backbone.backbone_params(config)
+  for a, b in zip(jax.tree.leaves(ema["encoder"]), jax.tree.leaves(loaded)):
+    np.testing.assert_array_equal(a, b)      # EMA preferred (use_ema).
+  config.backbone.use_ema = False
+  loaded = backbone.backbone_params(config)
   for a, b in zip(jax.tree.leaves(enc), jax.tree.leaves(loaded)):
     np.testing.assert_array_equal(a, b)
-  # A different architecture is refused with a clear message.
-  config.backbone.width = 48
-  with pytest.raises(ValueError, match="backbone"):
-    backbone.backbone_params(config)
+  # Params that are not the described encoder are refused clearly.
+  with pytest.raises(ValueError, match="backbone encoder expects"):
+    backbone.check_params_match(
+        jax.tree.map(lambda x: x[..., :1], enc), encoder)
+  # A workdir that is not a stage-1 run, or none at all.
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path / "other"), async_save=False)
+  ckpt.save(1, state, None, {}, {"method": "x"}, force=True)
+  ckpt.wait()
+  ckpt.close()
+  config.backbone.checkpoint = str(tmp_path / "other")
+  with pytest.raises(ValueError, match="not a stage-1 MAE run"):
+    backbone.encoder_from_config(config)
+  config.backbone.checkpoint = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="sce_mae_pretrain run"):
+    backbone.encoder_from_config(config)
   with pytest.raises(FileNotFoundError):
     backbone.load_encoder_params(str(tmp_path / "missing"))
 
@@ -164,7 +202,7 @@ MTFL = os.path.join(os.path.dirname(os.path.dirname(__file__)), "..",
 @pytest.mark.skipif(not os.path.isdir(MTFL),
                     reason="shared MTFL data (../shared/data/mtfl) absent")
 def test_mtfl_split_records_are_disjoint():
-  config = stage2.base_config()
+  config = common.sce()
   config.data.root = MTFL
   train = stage2.list_records(config, "train")
   val = stage2.list_records(config, "val")

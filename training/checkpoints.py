@@ -16,39 +16,52 @@ Items of a checkpoint:
 
 Saves are asynchronous (orbax copies the arrays to host and writes in a
 background thread); `wait()` blocks until they are on disk.
+
+Reading a run back (evaluation, inference, a later stage that starts from an
+earlier stage's parameters) goes through one function, `restore_run`: it picks
+the step ("latest" or "best"), reads the stored config, restores the state
+either as host numpy arrays from the checkpoint's own metadata (nothing has to
+be rebuilt; a checkpoint written on GPU / TPU or on many devices loads on one
+CPU) or with the shardings of a running job (`abstract_state`), and selects
+the raw or the EMA parameters. `Checkpointer.restore` is the resume path of
+training (it also returns the iterator state).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-# Config fields that choose how the same parameters compute, not what the
-# model is (the same maths; e.g. a CPU run resumed or evaluated on GPU).
-# Resuming and evaluating both accept a change of them, and checkpoints
-# written before a field existed lack it.
-IMPLEMENTATION_FIELDS = ("model.conv3x3",)
+from training import errors
 
-# Config fields that may differ between a checkpoint and the run resuming it:
-# bookkeeping, cadence, paths, the training length, evaluation-only settings
-# and IMPLEMENTATION_FIELDS. Everything else (model, loss, data scheme,
-# optimizer, batch size, seed, ...) must match.
+# Config fields of the training spine that may differ between a checkpoint
+# and the run resuming it: bookkeeping, cadence, paths and the training
+# length. Everything else (model, loss, data, optimizer, batch size, seed,
+# ...) must match, except what the method declares resumable
+# (`training.method.Method.resumable_fields` and `implementation_fields`,
+# passed as `may_change`) and `config.resume_may_change`.
 RESUMABLE_FIELDS = (
     "workdir", "num_epochs", "max_steps", "log_every_steps",
     "checkpoint_every_steps", "eval_every_epochs", "keep_checkpoints",
     "progress_every_steps", "compilation_cache_dir", "distributed",
-    "data.root", "data.num_workers", "data.eval_batch_size",
-    "data.prefetch_buffer_size", "mode", "resume_may_change",
-    # Evaluation-only settings (do not change training).
-    "eval.flip_test", "eval_checkpoint",
-) + IMPLEMENTATION_FIELDS
+    "mode", "resume_may_change", "eval_checkpoint",
+)
+
+# `restore_run`: which checkpoint, in which sub-folder of the workdir.
+WHICH = ("latest", "best")
+SUBDIRS = {"latest": "checkpoints", "best": "checkpoints_best"}
+# `restore_run(params=...)`: the raw parameters, the EMA ones (an error when
+# the run kept none) or the EMA ones when stored, else the raw ones.
+PARAMS = ("raw", "ema", "prefer_ema")
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(errors.UserError):
   pass
 
 
@@ -80,7 +93,8 @@ def check_config_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]
     saved: config dict stored in the checkpoint.
     current: config dict of the run that wants to resume.
     may_change: extra dotted field names (or prefixes ending in '.') allowed
-      to differ, on top of RESUMABLE_FIELDS.
+      to differ, on top of RESUMABLE_FIELDS (the method's declared fields
+      and config.resume_may_change).
   """
   allowed = tuple(RESUMABLE_FIELDS) + tuple(may_change)
 
@@ -143,10 +157,13 @@ def read_workdir_config(workdir: str) -> Optional[dict]:
     return None
 
 
+ITEMS = ("state", "data", "meta", "config")
+
+
 class Checkpointer:
   """Periodic and best checkpoints of one training run."""
 
-  ITEMS = ("state", "data", "meta", "config")
+  ITEMS = ITEMS
 
   def __init__(self, workdir: str, *, keep: int = 2,
                best_metric: Optional[str] = None, best_mode: str = "min",
@@ -180,7 +197,7 @@ class Checkpointer:
           path, options=ocp.CheckpointManagerOptions(**options),
           item_names=self.ITEMS)
 
-    self.periodic = manager("checkpoints",
+    self.periodic = manager(SUBDIRS["latest"],
                             **({} if read_only else {"max_to_keep": keep}))
     self.best = None
     if best_metric:
@@ -189,7 +206,7 @@ class Checkpointer:
       if not read_only:
         best_options.update(max_to_keep=1,
                             keep_checkpoints_without_metrics=False)
-      self.best = manager("checkpoints_best", **best_options)
+      self.best = manager(SUBDIRS["best"], **best_options)
 
   # ------------------------------------------------------------ saving ----
   @staticmethod
@@ -275,3 +292,250 @@ class Checkpointer:
         config=ocp.args.JsonRestore()))
     data_state = _decode_data_state(out["data"])
     return out["state"], data_state, dict(out["meta"]), dict(out["config"])
+
+
+# ------------------------------------------------------- reading a run ----
+
+@dataclasses.dataclass(frozen=True)
+class RestoredRun:
+  """A checkpoint of a training workdir, as `restore_run` returns it.
+
+  Attributes:
+    params: the selected parameters (raw or EMA, see `used_ema`).
+    model_state: the mutable collections that go with them (e.g.
+      `{"batch_stats": ...}`; `{}` when the model has none).
+    used_ema: whether `params` / `model_state` are the EMA ones.
+    state: the whole restored train state: a `TrainState` laid out as
+      `abstract_state` when one was given, else nested dicts of numpy arrays
+      (`"params"`, `"model_state"`, `"ema"`, `"opt_state"`, `"step"`, ...).
+    step: the checkpoint's step.
+    config: the resolved config the run stored with the checkpoint (JSON).
+    which: "latest" or "best".
+    path: the checkpoint's folder, `<workdir>/<checkpoints[_best]>/<step>`.
+  """
+  params: Any
+  model_state: Any
+  used_ema: bool
+  state: Any
+  step: int
+  config: dict
+  which: str
+  path: str
+
+
+def _missing(message: str, hint: str) -> errors.MissingInputError:
+  return errors.MissingInputError(message + (f"; {hint}" if hint else ""))
+
+
+def _read_only_manager(path: str, best_metric: Optional[str] = None,
+                       best_mode: str = "min") -> ocp.CheckpointManager:
+  """A manager that only reads `path` (creates, cleans up, writes nothing).
+
+  The state is read with the PyTree handler (the on-disk format of the
+  StandardCheckpointHandler that `Checkpointer` saves with), so its metadata
+  tree is known before restoring and no target state has to be built.
+  """
+  options = dict(read_only=True, create=False)
+  if best_metric:
+    options.update(best_fn=lambda m: m[best_metric], best_mode=best_mode)
+  handlers = {"state": ocp.PyTreeCheckpointHandler(),
+              **{k: ocp.JsonCheckpointHandler() for k in ITEMS[1:]}}
+  return ocp.CheckpointManager(
+      path, options=ocp.CheckpointManagerOptions(**options),
+      item_handlers=handlers)
+
+
+def find_checkpoint(workdir: str, which: str = "latest", *,
+                    best_metric: Optional[str] = None,
+                    best_mode: Optional[str] = None,
+                    hint: str = "") -> tuple[str, int]:
+  """`(checkpoints folder, step)` of the `which` checkpoint of a workdir.
+
+  "latest": the newest step of `checkpoints/`. "best": the step of
+  `checkpoints_best/` that ranks first by `best_metric` (`best_mode`, default
+  "min"); without `best_metric` the run's own choice recorded in
+  `<workdir>/config.json`, and without that record the newest step there
+  (the trainer keeps one).
+
+  Raises:
+    ValueError: `which` not in WHICH.
+    errors.MissingInputError (a FileNotFoundError): no such workdir, or no
+      checkpoint of that kind; `hint` (what the user should do) is appended.
+  """
+  if which not in WHICH:
+    raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if not os.path.isdir(workdir):
+    raise _missing(
+        f"checkpoint directory {workdir} does not exist; pass the --workdir "
+        "of a training run (it holds checkpoints/ and checkpoints_best/)",
+        hint)
+  base = os.path.basename(workdir.rstrip(os.sep))
+  if base in SUBDIRS.values():
+    raise _missing(
+        f"{workdir} is the {base}/ folder inside a training workdir; pass "
+        f"the workdir itself ({os.path.dirname(workdir)}) and which "
+        "best|latest", hint)
+  sub = os.path.join(workdir, SUBDIRS[which])
+  if not os.path.isdir(sub):
+    other = "latest" if which == "best" else "best"
+    has_other = os.path.isdir(os.path.join(workdir, SUBDIRS[other]))
+    raise _missing(
+        f"no {which} checkpoint in {workdir}: {SUBDIRS[which]}/ is missing"
+        + (f" (it has {SUBDIRS[other]}/: use which={other!r})" if has_other
+           else "; is this a training workdir written by run.py?"), hint)
+  if which == "best" and not best_metric:
+    recorded = read_workdir_config(workdir) or {}
+    best_metric = recorded.get("best_metric") or None
+    best_mode = best_mode or recorded.get("best_mode") or None
+  manager = _read_only_manager(
+      sub, best_metric if which == "best" else None, best_mode or "min")
+  try:
+    step = manager.best_step() if which == "best" and best_metric else (
+        manager.latest_step())
+  finally:
+    manager.close()
+  if step is None:
+    raise _missing(
+        f"no {which} checkpoint in {sub} (the folder holds no finished "
+        "checkpoint step)", hint or "train first or use the other which")
+  return sub, int(step)
+
+
+def _host_restore_args(metadata):
+  """Orbax array metadata -> restore arguments for host numpy arrays."""
+  return jax.tree.map(
+      lambda m: ocp.RestoreArgs(restore_type=np.ndarray,
+                                dtype=getattr(m, "dtype", None)), metadata)
+
+
+def _ema_pair(ema):
+  """`TrainState.ema` as restored -> (params, model_state), or None.
+
+  A `TrainState` gives the tuple back; the host restore of its metadata tree
+  gives a list or a dict keyed "0" / "1".
+  """
+  if isinstance(ema, Mapping) and set(ema) >= {"0", "1"}:
+    return ema["0"], ema["1"]
+  if isinstance(ema, (list, tuple)) and len(ema) == 2:
+    return ema[0], ema[1]
+  return None
+
+
+def _fields(state) -> tuple[Any, Any, Any]:
+  """(params, model_state, ema) of a TrainState or of its host dict."""
+  if isinstance(state, Mapping):
+    if "params" not in state:
+      raise ValueError(
+          f"the checkpoint's state has no 'params' (it holds "
+          f"{sorted(state)}); not a train state (training/state.py)")
+    return state["params"], state.get("model_state"), state.get("ema")
+  return state.params, state.model_state, state.ema
+
+
+_NOT_OURS = "not a checkpoint written by training.checkpoints.Checkpointer"
+
+
+def _read_config(manager, sub: str, step: int, hint: str) -> dict:
+  if step not in manager.all_steps():
+    raise _missing(f"no checkpoint step {step} in {sub}", hint)
+  try:
+    return dict(manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))["config"])
+  except Exception as e:  # orbax raises several types for absent items.
+    raise ValueError(f"{sub}/{step} has no readable 'config' item ({e}); "
+                     f"{_NOT_OURS}") from e
+
+
+def _checkpoint_folder(workdir, which, step, best_metric, best_mode, hint):
+  if step is None:
+    return find_checkpoint(workdir, which, best_metric=best_metric,
+                           best_mode=best_mode, hint=hint)
+  if which not in WHICH:
+    raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+  return os.path.join(os.path.abspath(os.path.expanduser(workdir)),
+                      SUBDIRS[which]), int(step)
+
+
+def run_config(workdir: str, *, which: str = "latest",
+               step: Optional[int] = None, best_metric: Optional[str] = None,
+               best_mode: Optional[str] = None, hint: str = "") -> dict:
+  """The config a run stored with its `which` checkpoint (the state is not
+  read); arguments and errors as `restore_run`'s."""
+  sub, step = _checkpoint_folder(workdir, which, step, best_metric,
+                                 best_mode, hint)
+  manager = _read_only_manager(sub)
+  try:
+    return _read_config(manager, sub, step, hint)
+  finally:
+    manager.close()
+
+
+def restore_run(workdir: str, *, which: str = "latest",
+                step: Optional[int] = None, params: str = "raw",
+                abstract_state=None, best_metric: Optional[str] = None,
+                best_mode: Optional[str] = None,
+                check_config: Optional[Callable[[dict], None]] = None,
+                hint: str = "") -> RestoredRun:
+  """Reads one checkpoint of a training workdir (read only).
+
+  Args:
+    workdir: the run's `--workdir` (holding checkpoints/, checkpoints_best/).
+    which: "latest" or "best" (see `find_checkpoint`).
+    step: a step of that folder instead of the latest / best one.
+    params: "raw", "ema" (error when the run kept no EMA) or "prefer_ema".
+    abstract_state: a `TrainState` of `jax.ShapeDtypeStruct`s with shardings
+      (e.g. `training.loop.Trainer.abstract_state`): the state is restored
+      as sharded device arrays in that layout. None: host numpy arrays in the
+      checkpoint's own tree (nested dicts).
+    best_metric, best_mode: how "best" ranks (default: the run's record).
+    check_config: called with the stored config before the state is read
+      (e.g. to refuse a checkpoint of another model with a clear message).
+    hint: appended to the message of a missing workdir / checkpoint.
+
+  Raises:
+    ValueError: bad `which` / `params`, unreadable items, no EMA for
+      `params="ema"`.
+    errors.MissingInputError: no such workdir or checkpoint.
+  """
+  if params not in PARAMS:
+    raise ValueError(f"params must be one of {PARAMS}, got {params!r}")
+  sub, step = _checkpoint_folder(workdir, which, step, best_metric,
+                                 best_mode, hint)
+  path = os.path.join(sub, str(step))
+  manager = _read_only_manager(sub)
+  try:
+    config = _read_config(manager, sub, step, hint)
+    if check_config is not None:
+      check_config(config)
+    if abstract_state is not None:
+      restore = ocp.args.PyTreeRestore(
+          item=abstract_state,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(
+              abstract_state))
+    else:
+      try:
+        metadata = manager.item_metadata(step)["state"]
+      except Exception as e:  # pylint: disable=broad-except
+        raise ValueError(f"{path} has no readable 'state' item ({e}); "
+                         f"{_NOT_OURS}") from e
+      if metadata is None:
+        raise ValueError(f"{path} has no 'state' item; {_NOT_OURS}")
+      restore = ocp.args.PyTreeRestore(
+          item=metadata, restore_args=_host_restore_args(metadata))
+    state = manager.restore(step, args=ocp.args.Composite(
+        state=restore))["state"]
+  finally:
+    manager.close()
+  raw_params, model_state, ema = _fields(state)
+  pair = _ema_pair(ema)
+  if params == "ema" and pair is None:
+    raise ValueError(
+        f"params='ema' but the checkpoint {path} has no EMA parameters "
+        "(trained with config.ema.enabled=False); use the raw ones")
+  used_ema = pair is not None and params != "raw"
+  if used_ema:
+    raw_params, model_state = pair
+  return RestoredRun(params=raw_params, model_state=model_state or {},
+                     used_ema=used_ema, state=state, step=int(step),
+                     config=config, which=which, path=path)

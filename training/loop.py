@@ -1,41 +1,11 @@
 """The method-agnostic train / eval / summary loop.
 
-A *method* (STAR, SCE-MAE stage 1, SCE-MAE stage 2, ...) is an object built by
-`make_method(config)` in its module (see `run.py`'s registry). The loop only
-talks to it through this interface (shapes: B = local batch size):
-
-  Data
-    num_train_examples() -> int
-        size of one training epoch (for epochs -> steps conversions).
-    train_iterator(local_batch_size) -> iterator of dict[str, np.ndarray]
-        infinite, shuffled per epoch, sharded over processes; must provide
-        `get_state()` (JSON-serialisable) and `set_state(state)` (a grain
-        DataLoader iterator does), so a resume continues the data order.
-    eval_iterators(local_batch_size) -> dict[str, Callable[[], Iterable]]
-        per evaluation split/subset, a factory of a finite iterable of batches;
-        batches carry `valid` bool [B] (False on padding).
-    dummy_batch(batch_size) -> dict[str, np.ndarray]
-        a batch with the shapes/dtypes of a training batch (for init, FLOPs).
-
-  Model and loss (pure functions of jax arrays, traced inside jax.jit)
-    init_variables(rng, batch) -> (params, model_state)
-    loss_fn(params, model_state, batch, rng, step)
-        -> (loss, (new_model_state, metrics: dict[str, scalar]))
-    eval_step(params, model_state, batch) -> dict[str, [B, ...]] per example
-    forward(params, model_state, batch) -> outputs     (optional; FLOPs)
-    trainable_mask(params) -> bool pytree like params, or None  (optional;
-        False = frozen: no gradient, no optimizer state)
-
-  Evaluation (host side, numpy)
-    evaluate(outputs: dict[str, np.ndarray [n, ...]], split) -> dict[str, float]
-        outputs are `eval_step` results over the whole split, padding removed.
-
-  Optional attributes: `best_metric` (e.g. "test_ema/nme"), `best_mode`
-  ("min"/"max"), `extra_modes` (dict mode -> fn(method, config, workdir)),
-  `weight_decay_mask(params)` (AdamW: True where weight decay applies),
-  `begin_eval(step, workdir)` (called before each evaluation, e.g. to write
-  images for that step), `write_report(workdir, results, outputs, info)`
-  (called by `evaluate`, i.e. --mode=eval, with the per-example outputs).
+A *method* (STAR, SCE-MAE stage 1, SCE-MAE stage 2, ...) is a
+`training.method.Method` built by `make_method(config)` in its module (see
+`run.py`'s registry). The loop only talks to it through that class's hooks
+(data, init, loss, eval step, host-side evaluation, optional begin_eval /
+write_report / extra modes) and its declared config fields (resumable,
+implementation and model fields); training/method.py documents them.
 
 Config fields read here: seed, batch_size, num_epochs, max_steps (optional),
 optimizer.*, ema.*, fsdp, log_every_steps, progress_every_steps,
@@ -59,27 +29,12 @@ import numpy as np
 from clu import metrics as clu_metrics
 
 from training import checkpoints as ckpt_lib
+from training import errors
 from training import mesh as mesh_lib
+from training import method as method_lib
 from training import progress as progress_lib
 from training import state as state_lib
 from training import writers as writers_lib
-
-
-class DataFromAttribute:
-  """Mixin: the data part of the method interface, delegated to `self.data`.
-
-  For methods whose data object (built lazily or not) already provides
-  `num_train_examples`, `train_iterator` and `eval_iterators`.
-  """
-
-  def num_train_examples(self) -> int:
-    return self.data.num_train_examples()
-
-  def train_iterator(self, local_batch_size: int):
-    return self.data.train_iterator(local_batch_size)
-
-  def eval_iterators(self, local_batch_size: int):
-    return self.data.eval_iterators(local_batch_size)
 
 
 # ------------------------------------------------------------------ setup ----
@@ -108,20 +63,28 @@ def setup_runtime(config, workdir: Optional[str] = None) -> None:
 class Trainer:
   """Builds the jitted steps of a method on a mesh; used by train/evaluate."""
 
-  def __init__(self, method, config, mesh=None):
+  def __init__(self, method, config, mesh=None, train: bool = True):
+    """`train=False`: for restoring and evaluating only.
+
+    The training split is then not listed: a restored state is never
+    stepped, so the optimizer's schedule (which the split's size sets) only
+    has to give the state's structure, and is built with one step per epoch.
+    """
     self.method = method
     self.config = config
     self.mesh = mesh if mesh is not None else mesh_lib.make_mesh()
     self.global_batch_size = int(config.batch_size)
     self.local_batch_size = mesh_lib.local_batch_size(self.global_batch_size)
-    self.steps_per_epoch = max(
-        1, int(method.num_train_examples()) // self.global_batch_size)
+    self.steps_per_epoch = 1
+    if train:
+      self.steps_per_epoch = max(
+          1, int(method.num_train_examples()) // self.global_batch_size)
     max_steps = config.get("max_steps", None)
     self.total_steps = int(max_steps) if max_steps else int(
         round(float(config.num_epochs) * self.steps_per_epoch))
     self.tx, self.schedule = state_lib.make_optimizer(
         config.optimizer, self.steps_per_epoch, self.total_steps,
-        weight_decay_mask=getattr(method, "weight_decay_mask", None))
+        weight_decay_mask=method.weight_decay_mask)
     self.ema_decay = state_lib.ema_decay(config.get("ema", None),
                                          self.global_batch_size)
     self._mask = None
@@ -131,9 +94,8 @@ class Trainer:
   def _init_fn(self, rng, batch):
     init_rng, train_rng = jax.random.split(rng)
     params, model_state = self.method.init_variables(init_rng, batch)
-    mask_fn = getattr(self.method, "trainable_mask", None)
     return state_lib.create_train_state(
-        params, model_state, self.tx, mask_fn(params) if mask_fn else None,
+        params, model_state, self.tx, self.method.trainable_mask(params),
         train_rng, self.ema_decay is not None)
 
   def _build(self):
@@ -144,8 +106,7 @@ class Trainer:
                            for k, v in dummy.items()}
     rng = jax.random.PRNGKey(int(config.seed))
     abstract = jax.eval_shape(self._init_fn, rng, self.abstract_batch)
-    mask_fn = getattr(self.method, "trainable_mask", None)
-    self._mask = mask_fn(abstract.params) if mask_fn else None
+    self._mask = self.method.trainable_mask(abstract.params)
     self.state_shardings = mesh_lib.param_shardings(
         self.mesh, abstract, fsdp=bool(config.get("fsdp", False)),
         min_size=int(config.get("fsdp_min_size", 2**14)))
@@ -263,12 +224,10 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
   is_main = jax.process_index() == 0
   trainer = Trainer(method, config)
   config_dict = ckpt_lib.config_to_dict(config)
-  best_metric = config.get("best_metric", None) or getattr(
-      method, "best_metric", None)
+  best_metric = config.get("best_metric", None) or method.best_metric
   checkpointer = ckpt_lib.Checkpointer(
       workdir, keep=int(config.get("keep_checkpoints", 2)),
-      best_metric=best_metric,
-      best_mode=getattr(method, "best_mode", "min"),
+      best_metric=best_metric, best_mode=method.best_mode,
       async_save=bool(config.get("async_checkpoints", True)))
   train_iter = method.train_iterator(trainer.local_batch_size)
 
@@ -276,8 +235,8 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
   meta = {}
   if latest is not None:
     saved = checkpointer.restore_config(latest)
-    ckpt_lib.check_config_compatible(
-        saved, config_dict, tuple(config.get("resume_may_change", ()) or ()))
+    ckpt_lib.check_config_compatible(saved, config_dict,
+                                     resumable_fields(method, config))
     state, data_state, meta, _ = checkpointer.restore(
         latest, trainer.abstract_state)
     if data_state is not None:
@@ -330,7 +289,7 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
     is_last = step == trainer.total_steps
     if (eval_every and epoch_end and (step // spe) % eval_every == 0) or (
         is_last and eval_every):
-      _begin_eval(method, step, workdir)
+      method.begin_eval(step, workdir)
       last_eval = trainer.evaluate(state)
       writer.write_scalars(step, last_eval)
       writer.flush()
@@ -356,12 +315,13 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
   return state
 
 
-def _begin_eval(method, step: int, workdir: str) -> None:
-  """Calls the method's optional `begin_eval(step, workdir)` hook (e.g. where
-  SCE-MAE stage 1 writes its reconstruction grid)."""
-  hook = getattr(method, "begin_eval", None)
-  if hook is not None:
-    hook(step, workdir)
+def resumable_fields(method: method_lib.Method, config) -> tuple[str, ...]:
+  """Fields a resumed run may change on top of the spine's
+  `checkpoints.RESUMABLE_FIELDS`: the method's declared resumable and
+  implementation fields and `config.resume_may_change`."""
+  return (tuple(method.resumable_fields) +
+          tuple(method.implementation_fields) +
+          tuple(config.get("resume_may_change", ()) or ()))
 
 
 def format_eval(step: int, results: dict[str, float]) -> str:
@@ -371,19 +331,32 @@ def format_eval(step: int, results: dict[str, float]) -> str:
   return "\n".join(lines)
 
 
-def _check_model_config(saved: dict, current: dict, source: str) -> None:
-  """ValueError when the checkpoint's model differs from the config's."""
+# The compute dtype: how the same parameters compute, not the model.
+_COMPUTE_FIELDS = ("model.dtype",)
+
+
+def _check_model_config(saved: dict, current: dict, source: str,
+                        method) -> None:
+  """UserError when the checkpoint's model differs from the config's.
+
+  Compared: `config.method` and the method's `model_fields` (dotted names or
+  prefixes ending in "."), apart from its `implementation_fields` and the
+  compute dtype. `method` is a `Method` (instance or class).
+  """
   a, b = ckpt_lib.flatten_config(saved), ckpt_lib.flatten_config(current)
-  # The compute dtype and the implementation fields choose how the same
-  # parameters compute, not the model.
-  ignored = ("model.dtype",) + ckpt_lib.IMPLEMENTATION_FIELDS
+  ignored = _COMPUTE_FIELDS + tuple(method.implementation_fields)
+
+  def is_model_field(key):
+    return key == "method" or any(
+        key.startswith(f) if f.endswith(".") else key == f
+        for f in method.model_fields)
+
   keys = [k for k in sorted(set(a) | set(b))
-          if (k.startswith("model.") and k not in ignored)
-          or k in ("data.scheme", "data.crop_size", "method")]
+          if is_model_field(k) and k not in ignored]
   diffs = [f"  {k}: checkpoint={a.get(k, '<absent>')!r} now="
            f"{b.get(k, '<absent>')!r}" for k in keys if a.get(k) != b.get(k)]
   if diffs:
-    raise ValueError(
+    raise errors.UserError(
         f"the checkpoint under {source} was trained with a different model "
         "than --config describes:\n" + "\n".join(diffs) + "\nUse the "
         "config the checkpoint was trained with (its config.json), or "
@@ -406,8 +379,8 @@ def evaluate(method, config, workdir: str, checkpoint_dir: Optional[str] = None,
 
   Returns:
     `<split>/<metric>` (raw parameters) and `<split>_ema/<metric>` (EMA).
-    When the method has `write_report(workdir, results, outputs, info)`, it
-    is called (process 0) with the per-example `eval_step` outputs
+    The method's `write_report(workdir, results, outputs, info)` is called
+    (process 0) with the per-example `eval_step` outputs
     (`outputs[split]["raw" | "ema"]`) and `info` (checkpoint dir, which,
     step, path; config path).
   """
@@ -415,45 +388,38 @@ def evaluate(method, config, workdir: str, checkpoint_dir: Optional[str] = None,
   source = os.path.abspath(os.path.expanduser(checkpoint_dir or workdir))
   external = source != workdir
   if external and not os.path.isdir(source):
-    raise FileNotFoundError(
+    raise errors.MissingInputError(
         f"--checkpoint {source} does not exist; pass a training workdir "
         "(the folder holding checkpoints/ and checkpoints_best/)")
   setup_runtime(config, workdir)
-  trainer = Trainer(method, config)
+  trainer = Trainer(method, config, train=False)
   which = config.get("eval_checkpoint", "latest")
-  if which not in ("latest", "best"):
-    raise ValueError(f"config.eval_checkpoint must be 'latest' or 'best'; "
-                     f"got {which!r}")
-  best_metric = config.get("best_metric", None) or getattr(
-      method, "best_metric", None)
-  checkpointer = ckpt_lib.Checkpointer(
-      source, best_metric=best_metric,
-      best_mode=getattr(method, "best_mode", "min"), read_only=True)
-  step = checkpointer.step_for(which)
-  sub = "checkpoints_best" if which == "best" else "checkpoints"
-  if step is None:
-    raise FileNotFoundError(
-        f"no {which} checkpoint under {source}/{sub}; train first "
-        "(--mode=train), point --checkpoint (or --workdir) at a trained run"
-        + (", or use --config.eval_checkpoint=latest" if which == "best"
-           else ""))
-  _check_model_config(checkpointer.restore_config(step, which),
-                      ckpt_lib.config_to_dict(config), f"{source}/{sub}")
-  state, _, _, _ = checkpointer.restore(step, trainer.abstract_state, which)
+  if which not in ckpt_lib.WHICH:
+    raise errors.UserError(
+        f"config.eval_checkpoint must be 'latest' or 'best'; "
+        f"got {which!r}")
+  sub = ckpt_lib.SUBDIRS[which]
+  current = ckpt_lib.config_to_dict(config)
+  restored = ckpt_lib.restore_run(
+      source, which=which, abstract_state=trainer.abstract_state,
+      best_metric=config.get("best_metric", None) or method.best_metric,
+      best_mode=method.best_mode,
+      check_config=lambda saved: _check_model_config(
+          saved, current, f"{source}/{sub}", method),
+      hint="train first (--mode=train), point --checkpoint (or --workdir) "
+      "at a trained run" + (", or use --config.eval_checkpoint=latest"
+                            if which == "best" else ""))
+  state, step = restored.state, restored.step
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-  _begin_eval(method, step, workdir)
+  method.begin_eval(step, workdir)
 
   results, outputs = trainer.evaluate(state, with_outputs=True)
-  checkpointer.close()
   if jax.process_index() == 0:
     print(format_eval(step, results), flush=True)
-    hook = getattr(method, "write_report", None)
-    if hook is not None:
-      hook(workdir, results, outputs, {
-          "checkpoint_dir": source, "which": which, "step": int(step),
-          "checkpoint_path": os.path.join(source, sub, str(step)),
-          "config": config_path})
+    method.write_report(workdir, results, outputs, {
+        "checkpoint_dir": source, "which": which, "step": int(step),
+        "checkpoint_path": restored.path, "config": config_path})
   return results
 
 
@@ -467,8 +433,7 @@ def summary(method, config, workdir: Optional[str] = None) -> dict[str, Any]:
   params, model_state = jax.eval_shape(method.init_variables, rng,
                                        abstract_batch)
   n_params = state_lib.count_params(params)
-  forward = getattr(method, "forward", None) or method.eval_step
-  compiled = jax.jit(forward).lower(params, model_state,
+  compiled = jax.jit(method.forward).lower(params, model_state,
                                     abstract_batch).compile()
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
@@ -491,8 +456,9 @@ def run_mode(mode: str, method, config, workdir: str,
   `checkpoint_dir` (run.py --checkpoint) is only used by --mode=eval.
   """
   if checkpoint_dir and mode != "eval":
-    raise ValueError(f"--checkpoint is only used by --mode=eval (got --mode="
-                     f"{mode}); training resumes from --workdir")
+    raise errors.UserError(
+        f"--checkpoint is only used by --mode=eval (got --mode="
+        f"{mode}); training resumes from --workdir")
   if mode == "train":
     return train(method, config, workdir)
   if mode == "eval":
@@ -500,8 +466,9 @@ def run_mode(mode: str, method, config, workdir: str,
                     config_path=config_path)
   if mode == "summary":
     return summary(method, config, workdir)
-  extra = getattr(method, "extra_modes", None) or {}
+  extra = method.extra_modes
   if mode in extra:
     return extra[mode](method, config, workdir)
-  raise ValueError(f"unknown --mode {mode!r}; expected train, eval, summary"
-                   + (", " + ", ".join(sorted(extra)) if extra else ""))
+  raise errors.UserError(
+      f"unknown --mode {mode!r}; expected train, eval, summary"
+      + (", " + ", ".join(sorted(extra)) if extra else ""))

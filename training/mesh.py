@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from training import errors
+
 DATA_AXIS = "data"
 
 
@@ -91,12 +93,12 @@ def local_batch_size(global_batch_size: int) -> int:
   """The number of examples this process loads per step."""
   n = jax.process_count()
   if global_batch_size % n:
-    raise ValueError(
+    raise errors.UserError(
         f"global batch size {global_batch_size} is not divisible by the "
         f"number of processes {n}")
   local = global_batch_size // n
   if global_batch_size % jax.device_count():
-    raise ValueError(
+    raise errors.UserError(
         f"global batch size {global_batch_size} is not divisible by the "
         f"number of devices {jax.device_count()}; choose a multiple")
   return local

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from training import errors
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -95,7 +97,7 @@ def make_schedule(opt_config, steps_per_epoch: int,
     return optax.warmup_cosine_decay_schedule(
         0.0, lr, max(warmup, 1), max(total_steps, warmup + 1),
         end_value=float(opt_config.get("end_learning_rate", 0.0)))
-  raise ValueError(
+  raise errors.UserError(
       f"unknown optimizer.schedule {kind!r}; expected 'step', 'cosine' or "
       "'constant'")
 
@@ -124,8 +126,8 @@ def make_optimizer(opt_config, steps_per_epoch: int, total_steps: int,
   elif name == "sgd":
     tx = optax.sgd(schedule, momentum=opt_config.get("momentum", None))
   else:
-    raise ValueError(f"unknown optimizer.name {name!r}; expected 'adam', "
-                     "'adamw' or 'sgd'")
+    raise errors.UserError(f"unknown optimizer.name {name!r}; expected 'adam', "
+                           "'adamw' or 'sgd'")
   clip = opt_config.get("grad_clip_norm", None)
   if clip:
     tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)

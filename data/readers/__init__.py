@@ -53,6 +53,7 @@ from data.readers.common import DatasetListing  # pylint: disable=unused-import
 from data.readers.common import IMAGE_CHECKS  # pylint: disable=unused-import
 from data.readers.common import Problem  # pylint: disable=unused-import
 from data.readers.common import SANITY_MODES  # pylint: disable=unused-import
+from training import errors
 
 # name -> (module, function); modules are imported on first use.
 _READERS: Dict[str, Tuple[str, str]] = {
@@ -83,8 +84,9 @@ SET_CHECKED = ("celeba", "mafl", "aflw_m", "yt68", "mtfl")
 def reader(name: str) -> Callable[..., DatasetListing]:
   """The read function registered as `name` (ValueError listing the names)."""
   if name not in _READERS:
-    raise ValueError(f"unknown dataset {name!r}; expected one of {list(NAMES)} "
-                     "or 'tfds:<name>'")
+    raise errors.UserError(
+        f"unknown dataset {name!r}; expected one of {list(NAMES)} "
+        "or 'tfds:<name>'")
   module, function = _READERS[name]
   return getattr(importlib.import_module(f"data.readers.{module}"), function)
 
@@ -106,7 +108,7 @@ def read_dataset(name: str, root: str, split: str, **options) -> DatasetListing:
     common.check_sanity_mode(options["sanity"])
     if name not in SANITY_READERS:
       if options["sanity"] != "off":
-        raise ValueError(
+        raise errors.UserError(
             f"{name}: the reader does not check labels; sanity="
             f"{options['sanity']!r} is available for {list(SANITY_READERS)}")
       options = {k: v for k, v in options.items() if k != "sanity"}

@@ -24,6 +24,7 @@ import numpy as np
 
 from data import records as records_lib
 from data import sanity as sanity_lib
+from training import errors
 
 FaceRecord = records_lib.FaceRecord
 
@@ -99,7 +100,7 @@ class DatasetListing(Sequence[FaceRecord]):
 def missing_error(dataset: str, path: str, layout: str,
                   source: str) -> FileNotFoundError:
   """The error for a missing file/folder: names the expected layout, source."""
-  return FileNotFoundError(
+  return errors.MissingInputError(
       f"{dataset}: {path!r} does not exist.\n"
       f"Expected layout:\n{layout.rstrip()}\n"
       f"Where the data comes from: {source}")
@@ -140,7 +141,8 @@ def check_image_mode(mode: str) -> None:
 def check_sanity_mode(mode: str) -> None:
   """Raises ValueError unless `mode` is one of `SANITY_MODES`."""
   if mode not in SANITY_MODES:
-    raise ValueError(f"sanity must be one of {SANITY_MODES}, got {mode!r}")
+    raise errors.UserError(
+        f"sanity must be one of {SANITY_MODES}, got {mode!r}")
 
 
 def apply_sanity(records: Sequence[FaceRecord],
@@ -310,5 +312,5 @@ def read_lines(path: str) -> List[str]:
 
 def check_split(dataset: str, split: str, splits: Sequence[str]) -> None:
   if split not in splits:
-    raise ValueError(
+    raise errors.UserError(
         f"{dataset}: unknown split {split!r}; expected one of {list(splits)}")

@@ -1,23 +1,30 @@
-"""Figures drawn with PIL only (no matplotlib): overlays, heatmap PCA, curves.
+"""Figures: landmark overlays, heatmap PCA ellipses, CED, curves, scatter.
 
 Every function returns a `PIL.Image.Image` (RGB) and, with `path=...`, also
-saves it as a PNG (parent folders are created). Plots are white with black
-axes, tick labels in PIL's default font and a legend of coloured squares
-(the conventions of sce_mae_jax/tsne.py's scatter).
+saves it as a PNG (parent folders are created; the file holds the returned
+pixels).
 
   * `landmark_overlay(image, points, gt=None)`: predictions (green) and
-    ground truth (red) on an image, with error lines between them.
+    ground truth (red) on an image, with error lines between them (PIL).
+  * `matching_pairs(pairs)`: SCE-MAE landmark matching examples (reference
+    points, matched and true target points), as `--mode=matching` writes them
+    (PIL).
   * `heatmap_pca_ellipses(image, heatmaps)`: the STAR paper's Fig. 3: for each
     landmark the ellipse of the PCA of its heatmap (star_jax.loss.
     distribution_pca: mean, eigenvectors as columns, eigenvalues) drawn on the
-    crop; `pca_ellipses` returns the geometry.
+    crop (matplotlib); `pca_ellipses` returns the geometry.
   * `ced_curve(nmes_by_name, threshold)`: cumulative error distribution(s)
-    from per-face NMEs (star_jax.metrics.ced_curve), as the evaluation report
-    draws them.
+    from per-face NMEs (landmarks.metrics.ced_curve), as the evaluation report
+    draws them (matplotlib).
   * `training_curves(workdir_or_jsonl, keys)`: scalars of the metrics.jsonl
-    that training/writers.py writes, one panel per key, against the step.
-  * `matching_pairs(pairs)`: SCE-MAE landmark matching examples (reference
-    points, matched and true target points), as `--mode=matching` writes them.
+    that training/writers.py writes, one panel per key, against the step
+    (matplotlib).
+  * `draw_scatter(y, labels, path)`: a 2-D embedding coloured by label, as
+    the t-SNE of sce_mae_jax/tsne.py (matplotlib).
+
+The overlays of points on images are drawn with PIL: a point lands on an exact
+output pixel, which the tests check. The plots use matplotlib's object API
+with the Agg canvas (no pyplot, no global backend state).
 
 Pixel convention (README "Conventions"): point (x, y) is in pixels of the
 image with pixel centres at integers; drawn on an image upscaled by an integer
@@ -30,16 +37,21 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
+from matplotlib import patches
+from matplotlib.backends import backend_agg
+from matplotlib import figure as mpl_figure
 import numpy as np
 from PIL import Image, ImageDraw
 
+# matplotlib's "tab10" colours, as 0-255 RGB.
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
            (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
            (188, 189, 34), (23, 190, 207))
 PRED_COLOR = (0, 220, 0)
 GT_COLOR = (255, 40, 40)
+DPI = 100
 
 
 def _save(img: Image.Image, path: Optional[str]) -> Image.Image:
@@ -47,6 +59,27 @@ def _save(img: Image.Image, path: Optional[str]) -> Image.Image:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     img.save(path)
   return img
+
+
+def _mpl_colour(rgb) -> Union[Tuple[float, float, float], Any]:
+  """0-255 RGB tuple -> matplotlib 0-1 RGB; other colour specs unchanged."""
+  if isinstance(rgb, (tuple, list)) and len(rgb) == 3 and max(rgb) > 1:
+    return tuple(c / 255.0 for c in rgb)
+  return rgb
+
+
+def _figure(width: int, height: int) -> mpl_figure.Figure:
+  """A `width` x `height` pixel figure on an Agg canvas."""
+  fig = mpl_figure.Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+  backend_agg.FigureCanvasAgg(fig)
+  return fig
+
+
+def _render(fig: mpl_figure.Figure) -> Image.Image:
+  """The figure's pixels as an RGB PIL image."""
+  fig.canvas.draw()
+  rgba = np.asarray(fig.canvas.buffer_rgba())
+  return Image.fromarray(rgba[..., :3].copy())
 
 
 def _as_rgb(image) -> Image.Image:
@@ -235,9 +268,9 @@ def pca_ellipses(heatmaps, crop_size: int, *, n_std: float = 1.0,
   The PCA is star_jax.loss.distribution_pca (heatmap normalised to sum 1, the
   weighted mean and the unbiased weighted covariance of eq. 3-4 on the grid
   `linspace(-1, 1, W)`, its eigen-decomposition eq. 5). Coordinates go to
-  crop pixels as the STAR decoder does (star_jax.method.denormalise_landmarks:
-  align_corners=False, `x_px = ((c + 1) S - 1) / 2`, i.e. S / 2 pixels per
-  grid unit; align_corners=True: (S - 1) / 2).
+  crop pixels as the STAR decoder does (landmarks.coordinates.
+  denormalise_landmarks: align_corners=False, `x_px = ((c + 1) S - 1) / 2`,
+  i.e. S / 2 pixels per grid unit; align_corners=True: (S - 1) / 2).
 
   Scale: semi-axis i has length `n_std * sqrt(eigenvalue_i)` (grid units,
   then pixels): the standard deviation of the heatmap along that principal
@@ -251,16 +284,16 @@ def pca_ellipses(heatmaps, crop_size: int, *, n_std: float = 1.0,
     align_corners: the decoder convention (config.loss.align_corners).
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from landmarks import coordinates  # pylint: disable=g-import-not-at-top
   from star_jax import loss as loss_lib  # pylint: disable=g-import-not-at-top
-  from star_jax import method as method_lib  # pylint: disable=g-import-not-at-top
   h = np.asarray(heatmaps, np.float32)
   if h.ndim == 4 and h.shape[0] == 1:
     h = h[0]
   if h.ndim != 3:
     raise ValueError(f"heatmaps must be [N, h, w] (one face); got {h.shape}")
   pca = loss_lib.distribution_pca(jnp.asarray(h[None]))
-  mean = method_lib.denormalise_landmarks(pca.mean[0], crop_size,
-                                          align_corners)
+  mean = coordinates.denormalise_landmarks(pca.mean[0], crop_size,
+                                           align_corners)
   px_per_unit = (crop_size - 1.0 if align_corners else float(crop_size)) / 2
   values = np.asarray(pca.eigenvalues[0], np.float64)
   vectors = np.asarray(pca.eigenvectors[0], np.float64)
@@ -270,11 +303,20 @@ def pca_ellipses(heatmaps, crop_size: int, *, n_std: float = 1.0,
                          eigenvalues=values, eigenvectors=vectors)
 
 
-def _ellipse_polygon(center, axes, num: int = 72) -> List[Tuple[float, float]]:
-  t = np.linspace(0.0, 2.0 * np.pi, num, endpoint=False)
-  pts = (center[None] + np.cos(t)[:, None] * axes[:, 0][None]
-         + np.sin(t)[:, None] * axes[:, 1][None])
-  return [tuple(p) for p in pts]
+def ellipse_patch(center, axes, **kwargs) -> patches.Ellipse:
+  """The matplotlib ellipse of one landmark's `EllipseGeometry` entry.
+
+  `axes` `[2, 2]` holds the semi-axes as columns (minor, major): width is the
+  major diameter, height the minor one, the angle that of the major axis in
+  the data coordinates (x right, y down on an image).
+  """
+  center = np.asarray(center, np.float64)
+  axes = np.asarray(axes, np.float64)
+  major, minor = axes[:, 1], axes[:, 0]
+  angle = math.degrees(math.atan2(major[1], major[0]))
+  return patches.Ellipse(tuple(center), 2 * float(np.linalg.norm(major)),
+                         2 * float(np.linalg.norm(minor)), angle=angle,
+                         **kwargs)
 
 
 def heatmap_pca_ellipses(image, heatmaps, *, n_std: float = 1.0,
@@ -286,6 +328,12 @@ def heatmap_pca_ellipses(image, heatmaps, *, n_std: float = 1.0,
                          show_mean: bool = True) -> Image.Image:
   """The STAR paper's Fig. 3: each landmark's heatmap PCA as an ellipse.
 
+  The crop is shown at `scale` x its size (nearest upscaling) with data
+  coordinates = crop pixels (pixel centres at integers). Outlines and lines
+  are 1 output pixel wide and not anti-aliased, so their pixels have exactly
+  the requested colours; the fill is anti-aliased (a pixel's share of the
+  fill colour is its area inside the ellipse).
+
   Args:
     image: the `[S, S, 3]` crop the heatmaps were predicted from.
     heatmaps: `[N, h, w]` (or `[1, N, h, w]`) heatmaps of that crop (e.g. the
@@ -295,7 +343,8 @@ def heatmap_pca_ellipses(image, heatmaps, *, n_std: float = 1.0,
     align_corners: the decoder convention (config.loss.align_corners).
     path: also save as PNG there.
     scale: integer upscaling (default: longest side >= 256 px).
-    color, fill: outline and fill (None = no fill) of the ellipses.
+    color, fill: outline and fill colours of the ellipses (None = no
+      outline / no fill).
     major_axis_color: colour of the major semi-axis line (the ambiguous
       direction STAR shrinks the error along).
     show_major_axis, show_mean: draw the major axis / the mean.
@@ -303,116 +352,39 @@ def heatmap_pca_ellipses(image, heatmaps, *, n_std: float = 1.0,
   img = _as_rgb(image)
   if img.width != img.height:
     raise ValueError(f"the crop must be square; got {img.width}x{img.height}")
-  geometry = pca_ellipses(heatmaps, img.width, n_std=n_std,
+  size = img.width
+  geometry = pca_ellipses(heatmaps, size, n_std=n_std,
                           align_corners=align_corners)
   scale = int(scale or _default_scale(*img.size))
-  if scale > 1:
-    img = img.resize((img.width * scale, img.height * scale),
-                     Image.Resampling.NEAREST)
-  draw = ImageDraw.Draw(img)
-  centers = _to_canvas(geometry.center, scale)
-  for c, axes in zip(centers, geometry.axes * scale):
-    draw.polygon(_ellipse_polygon(c, axes), outline=color, fill=fill)
+  side = size * scale
+  fig = _figure(side, side)
+  ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+  ax.set_axis_off()
+  ax.imshow(np.asarray(img), interpolation="nearest",
+            extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+  line_width = 72.0 / DPI  # 1 output pixel, in points.
+  for c, axes in zip(geometry.center, geometry.axes):
+    if fill is not None:
+      ax.add_patch(ellipse_patch(c, axes, facecolor=_mpl_colour(fill),
+                                 edgecolor="none", linewidth=0.0))
+    if color is not None:
+      ax.add_patch(ellipse_patch(c, axes, fill=False,
+                                 edgecolor=_mpl_colour(color),
+                                 linewidth=line_width, antialiased=False))
     if show_major_axis:
-      draw.line([tuple(c - axes[:, 1]), tuple(c + axes[:, 1])],
-                fill=major_axis_color, width=1)
+      ends = np.stack([c - axes[:, 1], c + axes[:, 1]])
+      ax.plot(ends[:, 0], ends[:, 1], color=_mpl_colour(major_axis_color),
+              linewidth=line_width, antialiased=False)
     if show_mean:
-      draw.point(tuple(c), fill=major_axis_color)
-  return _save(img, path)
+      ax.plot([c[0]], [c[1]], marker="s", markersize=line_width,
+              linestyle="none", color=_mpl_colour(major_axis_color),
+              antialiased=False)
+  ax.set_xlim(-0.5, size - 0.5)
+  ax.set_ylim(size - 0.5, -0.5)
+  return _save(_render(fig), path)
 
 
 # ---------------------------------------------------------------- plots ----
-
-@dataclasses.dataclass
-class Axes:
-  """Maps data coordinates to pixels of a plot's frame.
-
-  `box` = (left, top, right, bottom) pixels of the frame; x grows to the
-  right from xlim[0], y grows upwards from ylim[0].
-  """
-  box: Tuple[float, float, float, float]
-  xlim: Tuple[float, float]
-  ylim: Tuple[float, float]
-
-  def px(self, x, y) -> Tuple[np.ndarray, np.ndarray]:
-    """Data -> pixel coordinates (pixel centres at integers)."""
-    left, top, right, bottom = self.box
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    u = left + (x - self.xlim[0]) / (self.xlim[1] - self.xlim[0]) * (
-        right - left)
-    v = bottom - (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0]) * (
-        bottom - top)
-    return u, v
-
-
-def nice_ticks(lo: float, hi: float, target: int = 5) -> np.ndarray:
-  """Round tick values (1, 2, 2.5, 5 x 10^k steps) covering [lo, hi]."""
-  if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
-    return np.array([lo])
-  raw = (hi - lo) / max(target, 1)
-  mag = 10.0 ** math.floor(math.log10(raw))
-  step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-  first = math.ceil(lo / step - 1e-9) * step
-  ticks = np.arange(first, hi + step * 1e-6, step)
-  return np.round(ticks, 12)
-
-
-def _fmt(v: float) -> str:
-  if v == 0:
-    return "0"
-  a = abs(v)
-  if a >= 1e4 or a < 1e-3:
-    return f"{v:.2g}"
-  return f"{v:.6g}"
-
-
-def _plot_frame(draw: ImageDraw.ImageDraw, axes: Axes, *, xlabel: str = "",
-                ylabel: str = "", title: str = "",
-                xfmt=_fmt, yfmt=_fmt) -> None:
-  left, top, right, bottom = axes.box
-  grid = (225, 225, 225)
-  for t in nice_ticks(*axes.xlim):
-    u, _ = axes.px(t, axes.ylim[0])
-    draw.line([(u, top), (u, bottom)], fill=grid)
-    draw.line([(u, bottom), (u, bottom + 4)], fill="black")
-    label = xfmt(float(t))
-    draw.text((u - 3 * len(label), bottom + 6), label, fill="black")
-  for t in nice_ticks(*axes.ylim):
-    _, v = axes.px(axes.xlim[0], t)
-    draw.line([(left, v), (right, v)], fill=grid)
-    draw.line([(left - 4, v), (left, v)], fill="black")
-    label = yfmt(float(t))
-    draw.text((left - 8 - 6 * len(label), v - 5), label, fill="black")
-  draw.rectangle([left, top, right, bottom], outline="black")
-  if xlabel:
-    draw.text(((left + right) / 2 - 3 * len(xlabel), bottom + 20), xlabel,
-              fill="black")
-  if ylabel:
-    draw.text((4, top - 16), ylabel, fill="black")
-  if title:
-    draw.text((left, 4), title, fill="black")
-
-
-def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str], x: float,
-            y: float) -> None:
-  for k, name in enumerate(names):
-    colour = PALETTE[k % len(PALETTE)]
-    draw.rectangle([x, y + 16 * k + 2, x + 10, y + 16 * k + 12], fill=colour)
-    draw.text((x + 16, y + 16 * k), name, fill="black")
-
-
-def _polyline(draw, axes: Axes, xs, ys, colour, width: int = 2) -> None:
-  u, v = axes.px(xs, ys)
-  u, v = u + 0.5, v + 0.5  # PIL truncates: round to the nearest pixel.
-  pts = [(float(a), float(b)) for a, b in zip(u, v)
-         if np.isfinite(a) and np.isfinite(b)]
-  if len(pts) == 1:
-    x, y = pts[0]
-    draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-  elif pts:
-    draw.line(pts, fill=colour, width=width, joint="curve")
-
 
 def ced_curve(nmes_by_name: Mapping[str, Sequence[float]], threshold: float,
               *, step: float = 1e-4, path: Optional[str] = None,
@@ -420,7 +392,7 @@ def ced_curve(nmes_by_name: Mapping[str, Sequence[float]], threshold: float,
               return_axes: bool = False):
   """Cumulative error distribution curves (fraction of faces vs NME).
 
-  Each curve is star_jax.metrics.ced_curve(nmes, threshold, step): for x on
+  Each curve is landmarks.metrics.ced_curve(nmes, threshold, step): for x on
   `arange(0, threshold + step, step)`, the share of faces with NME <= x
   (the curve whose normalised area is AUC@threshold). The x axis is the NME
   in % (0 .. 100 x threshold), the y axis the fraction of faces (0 .. 1).
@@ -430,28 +402,29 @@ def ced_curve(nmes_by_name: Mapping[str, Sequence[float]], threshold: float,
     threshold: the right end of the x axis (FR / AUC threshold).
     step: CED sampling step.
     path: also save as PNG there.
-    return_axes: also return the `Axes` (data (NME fraction, share) ->
-      pixels), e.g. to check a curve's pixels.
+    size: (width, height) of the image in pixels.
+    return_axes: also return the matplotlib `Axes` (one `Line2D` per curve,
+      x data in NME %, in the order of `nmes_by_name`).
   """
-  from star_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from landmarks import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   if not nmes_by_name:
     raise ValueError("ced_curve needs at least one named set of NMEs")
-  width, height = size
-  img = Image.new("RGB", (width, height), "white")
-  draw = ImageDraw.Draw(img)
-  legend_w = 170
-  axes = Axes(box=(60, 40, width - legend_w, height - 50),
-              xlim=(0.0, float(threshold)), ylim=(0.0, 1.0))
-  _plot_frame(draw, axes, xlabel="NME (%)", ylabel="fraction of faces",
-              title=title or f"CED up to NME {100 * threshold:g} %",
-              xfmt=lambda v: _fmt(100 * v))
-  names = list(nmes_by_name)
-  for k, name in enumerate(names):
-    xs, ys = metrics_lib.ced_curve(nmes_by_name[name], threshold, step)
-    _polyline(draw, axes, xs, ys, PALETTE[k % len(PALETTE)])
-  _legend(draw, names, width - legend_w + 12, 36)
-  _save(img, path)
-  return (img, axes) if return_axes else img
+  fig = _figure(*size)
+  ax = fig.add_subplot(1, 1, 1)
+  for k, (name, nmes) in enumerate(nmes_by_name.items()):
+    xs, ys = metrics_lib.ced_curve(nmes, threshold, step)
+    ax.plot(100.0 * xs, ys, color=_mpl_colour(PALETTE[k % len(PALETTE)]),
+            linewidth=1.5, label=name)
+  ax.set_xlim(0.0, 100.0 * float(threshold))
+  ax.set_ylim(0.0, 1.0)
+  ax.set_xlabel("NME (%)")
+  ax.set_ylabel("fraction of faces")
+  ax.set_title(title or f"CED up to NME {100 * threshold:g} %")
+  ax.grid(True, color="0.88")
+  ax.legend(loc="lower right", fontsize="small")
+  fig.tight_layout()
+  img = _save(_render(fig), path)
+  return (img, ax) if return_axes else img
 
 
 def read_metrics(workdir_or_jsonl: str) -> List[dict]:
@@ -508,11 +481,14 @@ def training_curves(workdir_or_jsonl: str,
     workdir_or_jsonl: a training workdir or a metrics.jsonl file.
     keys: the scalar names (e.g. "train/loss", "test_ema/nme"); default
       `default_curve_keys`. Non-finite values ("nan" in the file) are
-      skipped.
+      skipped, and so are values <= 0 on a log axis.
     path: also save as PNG there.
-    log_y: True (all panels) or the keys whose y axis is log10.
-    return_axes: also return the list of `Axes` (one per panel; with log_y
-      the panel's y data are log10 values).
+    width, panel_height: image size in pixels (height = panel_height x the
+      number of keys).
+    log_y: True (all panels) or the keys whose y axis is logarithmic.
+    return_axes: also return the list of matplotlib `Axes` (one per panel,
+      each with one `Line2D` of (step, value); x limits = the panel's first
+      and last step).
   """
   rows = read_metrics(workdir_or_jsonl)
   keys = list(keys) if keys else default_curve_keys(rows)
@@ -521,32 +497,61 @@ def training_curves(workdir_or_jsonl: str,
   if not keys or missing:
     raise ValueError(f"keys {missing or keys} not in {workdir_or_jsonl}; "
                      f"available: {available}")
-  img = Image.new("RGB", (width, panel_height * len(keys)), "white")
-  draw = ImageDraw.Draw(img)
-  all_axes = []
-  for k, key in enumerate(keys):
+  fig = _figure(width, panel_height * len(keys))
+  all_axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
+  for k, (key, ax) in enumerate(zip(keys, all_axes)):
     steps, values = _series(rows, key)
     log = log_y is True or (not isinstance(log_y, bool) and key in log_y)
     ok = np.isfinite(values) & ((values > 0) if log else True)
     steps, values = steps[ok], values[ok]
+    ax.plot(steps, values, color=_mpl_colour(PALETTE[k % len(PALETTE)]),
+            linewidth=1.5, marker="o" if values.size == 1 else None,
+            markersize=3)
     if log:
-      values = np.log10(values)
-    top = k * panel_height
-    if values.size:
-      lo, hi = float(values.min()), float(values.max())
-      x0, x1 = float(steps.min()), float(steps.max())
-    else:
-      lo, hi, x0, x1 = 0.0, 1.0, 0.0, 1.0
-    pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
-    if x1 <= x0:
-      x1 = x0 + 1.0
-    axes = Axes(box=(70, top + 24, width - 20, top + panel_height - 36),
-                xlim=(x0, x1), ylim=(lo - pad, hi + pad))
-    _plot_frame(draw, axes, xlabel="step" if k == len(keys) - 1 else "",
-                title="", yfmt=(lambda v: f"{10 ** v:.3g}") if log else _fmt)
-    draw.text((70, top + 6), key + (" (log scale)" if log else ""),
-              fill="black")
-    _polyline(draw, axes, steps, values, PALETTE[k % len(PALETTE)])
-    all_axes.append(axes)
-  _save(img, path)
-  return (img, all_axes) if return_axes else img
+      ax.set_yscale("log")
+    if steps.size and steps.max() > steps.min():
+      ax.set_xlim(float(steps.min()), float(steps.max()))
+    ax.set_title(key + (" (log scale)" if log else ""), loc="left",
+                 fontsize="medium")
+    ax.grid(True, color="0.88")
+    if k == len(keys) - 1:
+      ax.set_xlabel("step")
+  fig.tight_layout()
+  img = _save(_render(fig), path)
+  return (img, list(all_axes)) if return_axes else img
+
+
+def draw_scatter(y: np.ndarray, labels: np.ndarray, path: str,
+                 names: Optional[Sequence[str]] = None, title: str = "",
+                 size: int = 600, *, return_axes: bool = False):
+  """PNG scatter of a 2-D embedding coloured by label, saved at `path`.
+
+  One colour per distinct label (PALETTE, cycled, in sorted label order),
+  named `names[label]` (else "point <label>") in a legend right of the
+  `size` x `size` pixel plot.
+
+  Returns:
+    the RGB image (`size + 140` x `size` pixels), and with `return_axes`
+    the matplotlib `Axes` (one `PathCollection` per label, in that order).
+  """
+  y = np.asarray(y, np.float64)
+  labels = np.asarray(labels)
+  legend = 140
+  fig = _figure(size + legend, size)
+  ax = fig.add_axes((0.02, 0.02, 0.96 * size / (size + legend), 0.92))
+  for k, c in enumerate(np.unique(labels)):
+    name = names[int(c)] if names is not None and int(c) < len(names) else (
+        f"point {int(c)}")
+    pts = y[labels == c]
+    ax.scatter(pts[:, 0], pts[:, 1], s=12,
+               color=_mpl_colour(PALETTE[k % len(PALETTE)]), label=name,
+               linewidths=0)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_aspect("equal", adjustable="datalim")
+  if title:
+    ax.set_title(title, loc="left", fontsize="medium")
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+            frameon=False, markerscale=1.5)
+  img = _save(_render(fig), path)
+  return (img, ax) if return_axes else img

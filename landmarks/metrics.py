@@ -16,28 +16,44 @@ Semantics follow the public STAR evaluation (ZhenglinZhou/STAR, lib/metric):
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data import schemes as schemes_lib
+
 Indices = Union[int, Sequence[int]]
 
-# Named normalisers: (left, right) index or index lists, 0-based.
-NORMALISERS: Dict[str, Tuple[Indices, Indices]] = {
-    "wflw_inter_ocular": (60, 72),  # Outer eye corners (default for WFLW).
-    "wflw_inter_pupil": (96, 97),
-    "300w_inter_ocular": (36, 45),  # Outer eye corners (default for 300W).
-    "300w_inter_pupil": (tuple(range(36, 42)), tuple(range(42, 48))),
-    "cofw_inter_pupil": (16, 17),  # Paper default for COFW.
-    "cofw_inter_ocular": (8, 9),
-    "five_point_inter_ocular": (0, 1),  # Eye centres of 5-point sets.
-}
-NORMALISERS["wflw"] = NORMALISERS["wflw_inter_ocular"]
-NORMALISERS["300w"] = NORMALISERS["300w_inter_ocular"]
-NORMALISERS["cofw"] = NORMALISERS["cofw_inter_pupil"]
-NORMALISERS["five_point"] = NORMALISERS["five_point_inter_ocular"]
+# Named normalisers, (left, right) index or index tuple, built from the one
+# table of eye indices in data.schemes: "<family>_inter_ocular" (outer eye
+# corners) and "<family>_inter_pupil" (pupils, or the eye-contour points whose
+# mean is the pupil) for each scheme, and "<family>" for the one the papers
+# report with (the scheme's default_norm).
+SCHEME_FAMILIES: Dict[str, str] = {"wflw": "wflw98", "300w": "300w68",
+                                   "cofw": "cofw29", "five_point": "five5"}
+
+
+def _index_or_tuple(indices: Sequence[int]) -> Indices:
+  indices = tuple(int(i) for i in indices)
+  return indices[0] if len(indices) == 1 else indices
+
+
+def _normaliser_table() -> Dict[str, Tuple[Indices, Indices]]:
+  table: Dict[str, Tuple[Indices, Indices]] = {}
+  for family, scheme_name in SCHEME_FAMILIES.items():
+    scheme = schemes_lib.get_scheme(scheme_name)
+    ocular = tuple(int(i) for i in scheme.ocular)
+    pupil = tuple(_index_or_tuple(p) for p in scheme.pupils)
+    table[f"{family}_inter_ocular"] = ocular
+    if pupil != ocular:
+      table[f"{family}_inter_pupil"] = pupil
+    table[family] = table[f"{family}_inter_{scheme.default_norm}"]
+  return table
+
+
+NORMALISERS: Dict[str, Tuple[Indices, Indices]] = _normaliser_table()
 
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "make-up",
                    "occlusion", "blur")
@@ -60,6 +76,41 @@ def normaliser(name: str) -> Tuple[Indices, Indices]:
     raise ValueError(f"unknown normaliser {name!r}; expected one of "
                      f"{sorted(NORMALISERS)}.")
   return NORMALISERS[name]
+
+
+def normaliser_family(num_points: int) -> Optional[str]:
+  """The `NORMALISERS` prefix of the scheme with `num_points` points, or None."""
+  for family, scheme_name in SCHEME_FAMILIES.items():
+    if schemes_lib.get_scheme(scheme_name).num_points == int(num_points):
+      return family
+  return None
+
+
+def canonical_normaliser(name: str) -> str:
+  """The `*_inter_*` name of a normaliser: "cofw" -> "cofw_inter_pupil"."""
+  indices = normaliser(name)
+  if "_inter_" in name:
+    return name
+  for other, value in NORMALISERS.items():
+    if "_inter_" in other and value == indices:
+      return other
+  return name
+
+
+def eval_normalisers(primary: str, num_points: int) -> Dict[str, str]:
+  """Output key -> normaliser name of the per-face NMEs `eval_step` returns.
+
+  "nme" is `primary` (canonical name); `nme_inter_ocular` / `nme_inter_pupil`
+  add the scheme's other normaliser(s) when they differ from it.
+  """
+  primary = canonical_normaliser(primary)
+  out = {"nme": primary}
+  family = normaliser_family(num_points)
+  for kind in ("inter_ocular", "inter_pupil"):
+    name = f"{family}_{kind}"
+    if family and name in NORMALISERS and name != primary:
+      out[f"nme_{kind}"] = name
+  return out
 
 
 def nme(pred, gt, left: Indices, right: Indices) -> jax.Array:

@@ -1,0 +1,1 @@
+"""Landmark core shared by STAR and SCE-MAE: coordinates, decoding, metrics, plots."""
