@@ -51,23 +51,6 @@ WHICH = ("best", "latest")
 
 # ------------------------------------------------------------ loading ----
 
-def find_checkpoint(directory: str, which: str = "best") -> Tuple[str, int]:
-  """The `(checkpoints folder, step)` that `load_checkpoint` would read.
-
-  "best": the step that `training.checkpoints.find_checkpoint` ranks first
-  by the run's `best_metric` recorded in its config.json (the newest step of
-  checkpoints_best/ without that record); "latest": the newest periodic one.
-
-  Raises:
-    FileNotFoundError: `directory` missing, or no checkpoint of that kind.
-    ValueError: `which` not in WHICH.
-  """
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
-  if which not in WHICH:
-    raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-  return ckpt_lib.find_checkpoint(directory, which)
-
-
 def config_from_dict(config_dict: dict):
   """The stored JSON config as an `ml_collections.ConfigDict`."""
   import ml_collections  # pylint: disable=g-import-not-at-top

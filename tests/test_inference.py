@@ -315,7 +315,7 @@ def test_best_step_ranked_by_the_runs_metric(tmp_path):
         state, None, {"step": step}, cfg), metrics={"val/nme": value},
                  force=True)
   manager.close()
-  assert inference.find_checkpoint(str(tmp_path), "best")[1] == 5  # no record
+  assert ckpt_lib.find_checkpoint(str(tmp_path), "best")[1] == 5  # no record
   with open(tmp_path / "config.json", "w") as f:
     json.dump({"best_metric": "val/nme"}, f)
-  assert inference.find_checkpoint(str(tmp_path), "best")[1] == 4
+  assert ckpt_lib.find_checkpoint(str(tmp_path), "best")[1] == 4

@@ -383,26 +383,29 @@ def test_run_eval_with_checkpoint_writes_the_report_and_reads_only(tmp_path):
   assert "300W" not in md and "WFLW" not in md   # synthetic: generic table
 
 
-def test_read_only_checkpointer_finds_best_and_latest(tmp_path):
+def test_read_only_lookup_finds_best_and_latest(tmp_path):
   from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from training import errors  # pylint: disable=g-import-not-at-top
   from training import loop  # pylint: disable=g-import-not-at-top
   config = _tiny_default_config()
   both, periodic = tmp_path / "both", tmp_path / "periodic"
   _write_checkpoint(config, str(both), best_step=1)
   _write_checkpoint(config, str(periodic))
   before = _snapshot(tmp_path)
-  def read_only(path):
-    return ckpt_lib.Checkpointer(path, best_metric="test_ema/nme",
-                                 read_only=True)
-  ro = read_only(str(both))
-  assert ro.step_for("best") == 1 and ro.step_for("latest") == 2
-  assert ro.restore_config(1, "best") == ckpt_lib.config_to_dict(config)
-  ro = read_only(str(periodic))
-  assert ro.best is None and ro.step_for("latest") == 2
+
+  def step(path, which):
+    return ckpt_lib.find_checkpoint(path, which,
+                                    best_metric="test_ema/nme")[1]
+  assert step(str(both), "best") == 1 and step(str(both), "latest") == 2
+  assert ckpt_lib.run_config(str(both), which="best", step=1) == (
+      ckpt_lib.config_to_dict(config))
+  with pytest.raises(errors.MissingInputError, match="checkpoints_best"):
+    step(str(periodic), "best")
+  assert step(str(periodic), "latest") == 2
   assert _snapshot(tmp_path) == before
   # How the model computes may differ (a checkpoint from before the conv3x3
   # field existed evaluates with it); what it is may not.
-  saved = ro.restore_config(2)
+  saved = ckpt_lib.run_config(str(periodic), step=2)
   del saved["model"]["conv3x3"]
   config.model.conv3x3 = "winograd"
   loop._check_model_config(  # pylint: disable=protected-access
@@ -410,7 +413,8 @@ def test_read_only_checkpointer_finds_best_and_latest(tmp_path):
   config.model.width = 16
   with pytest.raises(ValueError, match="model.width"):
     loop._check_model_config(  # pylint: disable=protected-access
-        ro.restore_config(2), ckpt_lib.config_to_dict(config), "x",
+        ckpt_lib.run_config(str(periodic), step=2),
+        ckpt_lib.config_to_dict(config), "x",
         method.StarMethod)
 
 

@@ -167,16 +167,15 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 2,
                best_metric: Optional[str] = None, best_mode: str = "min",
-               async_save: bool = True, read_only: bool = False):
+               async_save: bool = True):
     """Args:
       workdir: the run's folder (checkpoints/ and checkpoints_best/ in it).
       keep: periodic checkpoints kept.
       best_metric, best_mode: the metric that ranks checkpoints_best/.
       async_save: orbax asynchronous saves.
-      read_only: only restore (evaluating another run's checkpoints): orbax
-        read-only managers create, clean up and write nothing under
-        `workdir`; a missing checkpoints/ or checkpoints_best/ folder gives
-        a None manager (and `step_for` None) instead of being created.
+
+    Reading another run's checkpoints without writing anything goes through
+    `restore_run` / `find_checkpoint` (read-only managers).
     """
     self.workdir = os.path.abspath(workdir)
     self.best_metric = best_metric
@@ -185,28 +184,18 @@ class Checkpointer:
 
     def manager(sub, **options):
       path = os.path.join(self.workdir, sub)
-      if read_only:
-        if not os.path.isdir(path):
-          return None
-        options.update(read_only=True, create=False, max_to_keep=None,
-                       save_interval_steps=0,
-                       enable_async_checkpointing=False)
-      else:
-        options.update(create=True, enable_async_checkpointing=async_save)
+      options.update(create=True, enable_async_checkpointing=async_save)
       return ocp.CheckpointManager(
           path, options=ocp.CheckpointManagerOptions(**options),
           item_names=self.ITEMS)
 
-    self.periodic = manager(SUBDIRS["latest"],
-                            **({} if read_only else {"max_to_keep": keep}))
+    self.periodic = manager(SUBDIRS["latest"], max_to_keep=keep)
     self.best = None
     if best_metric:
-      best_options = dict(best_fn=lambda m: m[best_metric],
-                          best_mode=best_mode)
-      if not read_only:
-        best_options.update(max_to_keep=1,
-                            keep_checkpoints_without_metrics=False)
-      self.best = manager(SUBDIRS["best"], **best_options)
+      self.best = manager(SUBDIRS["best"],
+                          best_fn=lambda m: m[best_metric],
+                          best_mode=best_mode, max_to_keep=1,
+                          keep_checkpoints_without_metrics=False)
 
   # ------------------------------------------------------------ saving ----
   @staticmethod
