@@ -25,7 +25,6 @@ its traceback.
 """
 
 import importlib
-import sys
 
 from absl import app
 from absl import flags
@@ -76,18 +75,9 @@ def make_method(config):
   return module.make_method(config)
 
 
-def format_user_error(error: errors.UserError) -> str:
-  """`error: <first line>`, further lines of the message indented below."""
-  first, *rest = str(error).strip().splitlines() or [type(error).__name__]
-  return "\n".join([f"error: {first}"] + [f"  {line}" for line in rest])
-
-
+@errors.reporting_user_errors
 def main(argv):
-  try:
-    _main(argv)
-  except errors.UserError as e:
-    print(format_user_error(e), file=sys.stderr, flush=True)
-    sys.exit(2)
+  _main(argv)
 
 
 def _main(argv):

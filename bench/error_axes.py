@@ -2,8 +2,8 @@ r"""Where a trained STAR model's errors lie relative to its heatmaps' axes.
 
 For each workdir (a `run.py` training directory), predicts the evaluation
 split of its own config (last checkpoint, raw parameters), takes the PCA of
-every predicted heatmap (`star_jax.loss.distribution_pca`, paper eq. 3-5)
-and reports:
+every predicted heatmap (`landmarks.distribution.distribution_pca`, paper
+eq. 3-5) and reports:
 
   * the mean spread sqrt(lambda) along the minor / major axis, in heatmap px;
   * the RMS of the error (prediction - label, crop px) projected on the
@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data import schemes  # pylint: disable=g-import-not-at-top,wrong-import-position
+from landmarks import distribution  # pylint: disable=g-import-not-at-top,wrong-import-position
 from star_jax import inference  # pylint: disable=g-import-not-at-top,wrong-import-position
-from star_jax import loss as loss_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from star_jax import data as star_data  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -47,7 +47,7 @@ def error_axes(workdir: str, batch_size: int = 64) -> dict:
         model, variables, np.asarray(batch["image"]),
         align_corners=bool(config.loss.align_corners), with_heatmaps=True)
     heatmaps = out["heatmaps"]
-    pca = loss_lib.distribution_pca(heatmaps)
+    pca = distribution.distribution_pca(heatmaps)
     error = (np.asarray(out["landmarks_crop"]) -
              np.asarray(batch["landmarks"]))[valid]
     vectors = np.asarray(pca.eigenvectors)[valid]     # columns, ascending

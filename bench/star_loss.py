@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable-next=g-import-not-at-top,wrong-import-position
+from landmarks import distribution
 from star_jax import loss
 
 
@@ -77,7 +78,7 @@ def loss_rows(args):
   star = jax.jit(jax.value_and_grad(
       lambda h, t: loss.star_loss(h, t)))
   coord = jax.jit(jax.value_and_grad(
-      lambda h, t: loss.coordinate_loss(loss.soft_argmax(h), t)))
+      lambda h, t: loss.coordinate_loss(distribution.soft_argmax(h), t)))
   awing = jax.jit(jax.value_and_grad(
       lambda h, t: loss.awing_heatmap_loss(h, t)))
   rows = []
@@ -147,7 +148,7 @@ def model_rows(args):
         if head_loss == "star":
           term += loss.star_loss(out["heatmaps"], landmarks)
         elif head_loss == "coord":
-          term += loss.coordinate_loss(loss.soft_argmax(out["heatmaps"]),
+          term += loss.coordinate_loss(distribution.soft_argmax(out["heatmaps"]),
                                        landmarks)
         total += weight * term
       return total, updates["batch_stats"]

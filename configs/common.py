@@ -7,6 +7,7 @@ ml_collections, so reading a config needs neither jax nor the methods' code
 
   spine(method, ...)  fields the training spine (training/) reads for any method
   star()              STAR (star_jax): the public code's settings
+  yt68_star()         star() sized for the yt68 CPU runs (configs/yt68_*.py)
   mae()               SCE-MAE stage 1 (sce_mae_jax/pretrain.py): MAE
   sce()               SCE-MAE stage 2 (sce_mae_jax/stage2.py): CARB + LCR
   detection()         sce() plus the detection heads (sce_mae_jax/detection.py)
@@ -99,7 +100,9 @@ def star() -> ml_collections.ConfigDict:
       flip_prob=0.5, shift_sigma=0.05, rotate_sigma_deg=18.0, scale_sigma=0.1,
       occlusion_prob=0.4, blur_prob=0.3, blur_max_ratio=0.05, gamma_prob=0.2,
       noise_prob=0.2, noise_max_alpha=0.5, gray_prob=0.2))
-  # Only for name == "synthetic" (data.synthetic.make_records).
+  # Only for name == "synthetic": the data/readers/synthetic.py options
+  # (data.synthetic.make_records), num_train / num_eval faces of seed /
+  # eval_seed; the noise applies to the training faces only.
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_train=0, num_eval=0, image_size=128, seed=0, eval_seed=1,
       contour_noise=0.0, point_noise=0.0))
@@ -137,6 +140,39 @@ def star() -> ml_collections.ConfigDict:
                                          half_life_examples=10000.0,
                                          decay=0.0))  # 0: from half-life.
   _sharding_and_selection(c, best_metric="test_ema/nme")
+  return c
+
+
+def yt68_star() -> ml_collections.ConfigDict:
+  """star() on ../shared/data/yt68, sized for one CPU core (configs/yt68_*.py).
+
+  64 px crops (16 x 16 heatmaps), 2 stacks of depth 3, width 64, no AAM;
+  batch 32, 2,800 steps (92 steps / epoch) with x0.1 at 70 % and 90 %.
+  """
+  c = star()
+  c.data.name = "yt68"
+  c.data.root = "../shared/data/yt68"
+  c.data.scheme = "300w"
+  c.data.train_split = "train"
+  c.data.eval_splits = ("val",)
+  c.data.crop_mode = "points"
+  c.eval.normaliser = "300w"          # outer eye corners 36, 45.
+  c.eval.threshold = 0.1
+  c.data.crop_size = 64
+  c.data.num_workers = 1          # one grain worker: decode || train step.
+  c.model.num_stacks = 2
+  c.model.depth = 3
+  c.model.width = 64
+  c.model.use_aam = False
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.max_steps = 2800              # overrides num_epochs.
+  c.optimizer.decay_fractions = (0.7, 0.9)   # of max_steps.
+  c.eval_every_epochs = 2
+  c.checkpoint_every_steps = 200
+  c.log_every_steps = 50
+  c.progress_every_steps = 50
+  c.best_metric = "val_ema/nme"
   return c
 
 

@@ -5,7 +5,7 @@ Commands (2 CPU cores, under 10 minutes each):
   python run.py --config=configs/default.py --workdir=runs/default_l1 \
       --config.loss.star=False          # the smooth-L1 (eq. 2) baseline
 
-Data: data/synthetic.py renders 68-point faces (iBUG order) on demand from
+Data: data/synthetic/ renders 68-point faces (iBUG order) on demand from
 (seed, index): `data.synthetic.num_train` training faces (seed 0) and
 `num_eval` evaluation faces (seed 1, disjoint). `contour_noise` > 0 (in units
 of the outer-eye-corner distance) moves the stored contour annotation of the

@@ -41,28 +41,5 @@ from configs import common
 
 
 def get_config():
-  c = common.star()
-  c.data.name = "yt68"
-  c.data.root = "../shared/data/yt68"
-  c.data.scheme = "300w"
-  c.data.train_split = "train"
-  c.data.eval_splits = ("val",)
-  c.data.crop_mode = "points"
-  c.eval.normaliser = "300w"          # outer eye corners 36, 45.
-  c.eval.threshold = 0.1
-  c.data.crop_size = 64
-  c.data.num_workers = 1          # one grain worker: decode || train step.
-  c.model.num_stacks = 2
-  c.model.depth = 3
-  c.model.width = 64
-  c.model.use_aam = False
-  c.batch_size = 32
-  c.eval_batch_size = 64
-  c.max_steps = 2800              # overrides num_epochs (92 steps / epoch).
-  c.optimizer.decay_fractions = (0.7, 0.9)   # of max_steps.
-  c.eval_every_epochs = 2
-  c.checkpoint_every_steps = 200
-  c.log_every_steps = 50
-  c.progress_every_steps = 50
-  c.best_metric = "val_ema/nme"
+  c = common.yt68_star()
   return c

@@ -5,7 +5,7 @@ channel), as the models compute them. The soft-argmax is the expectation of
 the cell centres (`landmarks.coordinates.grid_centres`) under each map's
 distribution, in the normalised frame of `normalise_landmarks`. STAR's own
 heatmap decoder (eq. 1 of the STAR paper, grid `linspace(-1, 1, W)` on
-landmark-major heatmaps) is `star_jax.loss.soft_argmax`.
+landmark-major heatmaps) is `landmarks.distribution.soft_argmax`.
 """
 
 from __future__ import annotations

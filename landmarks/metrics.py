@@ -275,3 +275,44 @@ def wflw_attribute_metrics(nmes, attributes: Mapping[str, object],
                      f"{WFLW_ATTRIBUTES}.")
   return attribute_metrics(nmes, {a: attributes[a] for a in WFLW_ATTRIBUTES},
                            threshold, step)
+
+
+def paired_bootstrap(errors_a: np.ndarray, errors_b: np.ndarray,
+                     num_samples: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> Dict[str, float]:
+  """Bootstrap of the mean error difference `a - b` over the same items.
+
+  An item is a face (two models on the same faces) or an image pair (two
+  matchers on the same pairs). Each item's landmark errors are averaged
+  first (`[P, K]` -> `[P]`; `[P]` is used as is), and items, not landmarks,
+  are resampled with replacement: the landmarks of one face are not
+  independent samples. The resamples depend only on `seed` and P, so every
+  comparison over the same items with the same seed uses the same ones.
+
+  Args:
+    errors_a, errors_b: `[P, K]` or `[P]` errors of two methods on the same
+      items (e.g. `matching.evaluate_matching(...)["same_errors"]`).
+    num_samples: bootstrap resamples.
+    seed: `np.random.default_rng` seed.
+    confidence: central coverage of the percentile interval.
+
+  Returns:
+    `mean_difference` (mean over items of `a - b`), `low`, `high` (the
+    percentile interval), `num_pairs` (items), `num_samples`.
+  """
+  a, b = np.asarray(errors_a, np.float64), np.asarray(errors_b, np.float64)
+  if a.shape != b.shape or a.ndim not in (1, 2) or a.shape[0] < 1:
+    raise ValueError("errors_a and errors_b must be equal [P, K] or [P] "
+                     f"arrays with P >= 1, got {a.shape} and {b.shape}.")
+  if num_samples < 1 or not 0.0 < confidence < 1.0:
+    raise ValueError(f"need num_samples >= 1 and 0 < confidence < 1, got "
+                     f"{num_samples} and {confidence}.")
+  diff = (a.mean(axis=1) - b.mean(axis=1)) if a.ndim == 2 else a - b
+  rng = np.random.default_rng(seed)
+  idx = rng.integers(0, diff.shape[0], size=(num_samples, diff.shape[0]))
+  means = diff[idx].mean(axis=1)
+  tail = 50.0 * (1.0 - confidence)
+  low, high = np.percentile(means, [tail, 100.0 - tail])
+  return {"mean_difference": float(diff.mean()), "low": float(low),
+          "high": float(high), "num_pairs": int(diff.shape[0]),
+          "num_samples": int(num_samples)}

@@ -68,8 +68,8 @@ def _mpl_colour(rgb) -> Union[Tuple[float, float, float], Any]:
   return rgb
 
 
-def _figure(width: int, height: int) -> mpl_figure.Figure:
-  """A `width` x `height` pixel figure on an Agg canvas."""
+def new_figure(width: int, height: int) -> mpl_figure.Figure:
+  """A `width` x `height` pixel figure on an Agg canvas (no pyplot state)."""
   fig = mpl_figure.Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
   backend_agg.FigureCanvasAgg(fig)
   return fig
@@ -265,9 +265,9 @@ def pca_ellipses(heatmaps, crop_size: int, *, n_std: float = 1.0,
                  align_corners: bool = False) -> EllipseGeometry:
   """Geometry of the STAR Fig. 3 ellipses of one face's heatmaps.
 
-  The PCA is star_jax.loss.distribution_pca (heatmap normalised to sum 1, the
-  weighted mean and the unbiased weighted covariance of eq. 3-4 on the grid
-  `linspace(-1, 1, W)`, its eigen-decomposition eq. 5). Coordinates go to
+  The PCA is landmarks.distribution.distribution_pca (heatmap normalised to
+  sum 1, the weighted mean and the unbiased weighted covariance of eq. 3-4
+  on the grid `linspace(-1, 1, W)`, its eigen-decomposition eq. 5). Coordinates go to
   crop pixels as the STAR decoder does (landmarks.coordinates.
   denormalise_landmarks: align_corners=False, `x_px = ((c + 1) S - 1) / 2`,
   i.e. S / 2 pixels per grid unit; align_corners=True: (S - 1) / 2).
@@ -285,13 +285,13 @@ def pca_ellipses(heatmaps, crop_size: int, *, n_std: float = 1.0,
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from landmarks import coordinates  # pylint: disable=g-import-not-at-top
-  from star_jax import loss as loss_lib  # pylint: disable=g-import-not-at-top
+  from landmarks import distribution  # pylint: disable=g-import-not-at-top
   h = np.asarray(heatmaps, np.float32)
   if h.ndim == 4 and h.shape[0] == 1:
     h = h[0]
   if h.ndim != 3:
     raise ValueError(f"heatmaps must be [N, h, w] (one face); got {h.shape}")
-  pca = loss_lib.distribution_pca(jnp.asarray(h[None]))
+  pca = distribution.distribution_pca(jnp.asarray(h[None]))
   mean = coordinates.denormalise_landmarks(pca.mean[0], crop_size,
                                            align_corners)
   px_per_unit = (crop_size - 1.0 if align_corners else float(crop_size)) / 2
@@ -357,7 +357,7 @@ def heatmap_pca_ellipses(image, heatmaps, *, n_std: float = 1.0,
                           align_corners=align_corners)
   scale = int(scale or _default_scale(*img.size))
   side = size * scale
-  fig = _figure(side, side)
+  fig = new_figure(side, side)
   ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
   ax.set_axis_off()
   ax.imshow(np.asarray(img), interpolation="nearest",
@@ -409,7 +409,7 @@ def ced_curve(nmes_by_name: Mapping[str, Sequence[float]], threshold: float,
   from landmarks import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   if not nmes_by_name:
     raise ValueError("ced_curve needs at least one named set of NMEs")
-  fig = _figure(*size)
+  fig = new_figure(*size)
   ax = fig.add_subplot(1, 1, 1)
   for k, (name, nmes) in enumerate(nmes_by_name.items()):
     xs, ys = metrics_lib.ced_curve(nmes, threshold, step)
@@ -497,7 +497,7 @@ def training_curves(workdir_or_jsonl: str,
   if not keys or missing:
     raise ValueError(f"keys {missing or keys} not in {workdir_or_jsonl}; "
                      f"available: {available}")
-  fig = _figure(width, panel_height * len(keys))
+  fig = new_figure(width, panel_height * len(keys))
   all_axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
   for k, (key, ax) in enumerate(zip(keys, all_axes)):
     steps, values = _series(rows, key)
@@ -537,7 +537,7 @@ def draw_scatter(y: np.ndarray, labels: np.ndarray, path: str,
   y = np.asarray(y, np.float64)
   labels = np.asarray(labels)
   legend = 140
-  fig = _figure(size + legend, size)
+  fig = new_figure(size + legend, size)
   ax = fig.add_axes((0.02, 0.02, 0.96 * size / (size + legend), 0.92))
   for k, c in enumerate(np.unique(labels)):
     name = names[int(c)] if names is not None and int(c) < len(names) else (

@@ -29,7 +29,7 @@ This notebook walks through what a user of `star-jax` does:
 
 1. install the project,
 2. train a small STAR model on the embedded **procedural faces**
-   (`data/synthetic.py`: rendered on the fly, nothing to download),
+   (`data/synthetic/`: rendered on the fly, nothing to download),
 3. evaluate it (`run.py --mode=eval`: `results.json`, `results.md`, CED curve),
 4. predict landmarks on an image file (`star_jax.predict.Predictor`),
 5. draw the figures: the STAR paper's Fig. 3 (heatmap PCA ellipses) and the
@@ -139,7 +139,7 @@ def show_markdown(text):
 ## 2. Train a small STAR model on procedural faces
 
 `run.py --config=configs/default.py` is the embedded default: 68-point faces
-rendered by `data/synthetic.py`, a 2-stack hourglass on 64x64 crops, STAR
+rendered by `data/synthetic/`, a 2-stack hourglass on 64x64 crops, STAR
 loss, Adam + EMA. The quick settings shrink it with `--config.*` overrides:
 batches of 16 from 1024 faces, one hourglass stack of width 16 on 32x32 crops
 (8x8 heatmaps), a larger learning rate and a shorter EMA, 320 steps (5

@@ -86,9 +86,21 @@ from typing import Dict, NamedTuple, Optional
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
+
+from configs import common
+from data import schemes
+from landmarks import metrics
+from sce_mae_jax import backbone as backbone_lib
+from sce_mae_jax import detection
+from sce_mae_jax import keypoint_head
+from sce_mae_jax import matching
+from sce_mae_jax import stage2
+from sce_mae_jax import supervised
+from training import checkpoints as ckpt_lib
 
 _FLAGS = {}  # filled by _define_flags() when run as a program.
 
@@ -122,7 +134,6 @@ def detection_settings(config, detection_config=None):
     a new ConfigDict (`configs.common.detection().detection` with the keys of
     `detection_config.detection`, then of `config.detection`, overridden).
   """
-  from configs import common  # pylint: disable=g-import-not-at-top
   settings = common.detection().detection
   for source in (detection_config, config):
     if source is not None and "detection" in source:
@@ -149,7 +160,6 @@ def evaluate_detection(config, model, params, kind: str,
                        ) -> Dict[str, object]:
   """One row's NME: cache `kind` features of all training faces (+ mirrors)
   and the val faces, train the all-annotation head, evaluate on `val`."""
-  from sce_mae_jax import detection  # pylint: disable=g-import-not-at-top
   cfg = _with_detection(config, settings)
   size = val["image"].shape[1]
   head = detection.head_from_config(
@@ -191,7 +201,6 @@ def evaluate_detection(config, model, params, kind: str,
 def mean_shape_nme(train: Dict[str, np.ndarray], val: Dict[str, np.ndarray],
                    normaliser: str) -> Dict[str, float]:
   """The mean-shape reference row (`keypoint_head.mean_shape_nme`)."""
-  from sce_mae_jax import keypoint_head  # pylint: disable=g-import-not-at-top
   per_face = keypoint_head.mean_shape_nme(train["landmarks"],
                                           val["landmarks"], normaliser)
   return {"nme": float(np.mean(per_face)),
@@ -203,10 +212,6 @@ def supervised_reference(config, train, val, settings, *, epochs: int,
                          log=print) -> Dict[str, object]:
   """The supervised row: `supervised.SmallCNN` + the all-annotation head,
   trained end to end with the labels (flips), scored like the other rows."""
-  from data import schemes  # pylint: disable=g-import-not-at-top
-  from sce_mae_jax import detection  # pylint: disable=g-import-not-at-top
-  from sce_mae_jax import keypoint_head  # pylint: disable=g-import-not-at-top
-  from sce_mae_jax import supervised  # pylint: disable=g-import-not-at-top
   cfg = _with_detection(config, settings)
   k = train["landmarks"].shape[1]
   model = supervised.SupervisedDetector(
@@ -253,8 +258,6 @@ def _row_params(config, model, row: Row, stage1_workdir: str,
                 workdirs: Dict[str, str], projector):
   """`(params, None)` or `(None, skip reason)`; `workdirs`: row source ->
   stage-2 workdir."""
-  from sce_mae_jax import backbone as backbone_lib  # pylint: disable=g-import-not-at-top
-  from sce_mae_jax import detection  # pylint: disable=g-import-not-at-top
   if row.source in STAGE2_FLAGS:
     workdir = workdirs.get(row.source, "")
     if not workdir:
@@ -275,11 +278,10 @@ def bootstrap_intervals(errors: Dict[str, Dict[str, np.ndarray]],
                         seed: int = 0) -> Dict[str, dict]:
   """Paired bootstrap (over pairs) of `BOOTSTRAP_PAIRS` present in `errors`
   (key -> {"same": [P, K], "diff": [P, K]}); "a-b" -> {"same", "diff"}."""
-  from sce_mae_jax import matching  # pylint: disable=g-import-not-at-top
   out = {}
   for a, b in BOOTSTRAP_PAIRS:
     if a in errors and b in errors:
-      out[f"{a}-{b}"] = {tag: matching.paired_bootstrap(
+      out[f"{a}-{b}"] = {tag: metrics.paired_bootstrap(
           errors[a][tag], errors[b][tag], seed=seed) for tag in ("same",
                                                                  "diff")}
   return out
@@ -348,9 +350,6 @@ def run_ablation(config, stage1_workdir: str, stage2_workdir: str,
   if unknown:
     raise ValueError(f"unknown rows {unknown}; expected letters of "
                      f"{ROW_LETTERS}.")
-  import jax  # pylint: disable=g-import-not-at-top
-  from sce_mae_jax import matching  # pylint: disable=g-import-not-at-top
-  from sce_mae_jax import stage2  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   settings = detection_settings(config, detection_config)
   seed = int(config.seed)
@@ -402,7 +401,6 @@ def run_ablation(config, stage1_workdir: str, stage2_workdir: str,
     res["matching_seconds"] = time.time() - t0
     errors[row.letter] = {t: res[f"{t}_errors"] for t in ("same", "diff")}
     if row.source == "stage2_no_lcr":
-      from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
       # Provenance: the run's own lcr settings, so a mislabelled run shows.
       res["stage2_lcr"] = (ckpt_lib.read_workdir_config(stage2_no_lcr_workdir)
                            or {}).get("lcr")
@@ -455,7 +453,6 @@ def run_ablation(config, stage1_workdir: str, stage2_workdir: str,
 
 
 def detection_stride_of(config, settings) -> int:
-  from sce_mae_jax import detection  # pylint: disable=g-import-not-at-top
   return detection.detection_stride(_with_detection(config, settings))
 
 

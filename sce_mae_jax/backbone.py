@@ -34,6 +34,7 @@ import numpy as np
 from flax import traverse_util
 
 from sce_mae_jax import vit
+from training import checkpoints as ckpt_lib
 from training import errors
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -64,7 +65,6 @@ def stage1_encoder(workdir: str, which: str = "latest") -> vit.ViTEncoder:
     errors.MissingInputError: no such workdir or checkpoint.
     errors.UserError: the run is not a stage-1 MAE run.
   """
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   stored = ckpt_lib.run_config(
       workdir, which=which,
       hint="pass --config.backbone.checkpoint=<the --workdir of a "
@@ -145,7 +145,6 @@ def load_encoder_params(workdir: str, which: str = "latest",
     FileNotFoundError: no such workdir / checkpoint.
     ValueError: the checkpoint holds no ViT encoder.
   """
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   if not workdir or not os.path.isdir(workdir):
     raise errors.MissingInputError(
         f"stage-1 workdir {workdir!r} does not exist; pass "

@@ -31,6 +31,7 @@ mirrored face are not its mirrored features), hence the second cached set.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Callable, Dict, Optional, Tuple
@@ -46,6 +47,7 @@ from sce_mae_jax import backbone as backbone_lib
 from sce_mae_jax import fewshot
 from sce_mae_jax import keypoint_head as kh
 from sce_mae_jax import stage2
+from training import checkpoints as ckpt_lib
 from training import errors
 
 HEADS = ("conv_block", "intermediate")
@@ -120,7 +122,6 @@ def load_stage2_params(config, model: stage2.FeatureModel,
     enc = backbone_lib.backbone_params(config, model.encoder)
     proj = model.init_projector(jax.random.PRNGKey(int(config.seed)))
     return {"encoder": enc, "projector": jax.tree.map(np.asarray, proj)}
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   workdir = os.path.expanduser(workdir)
   params = ckpt_lib.restore_run(
       workdir, which="latest", params="raw",
@@ -270,22 +271,33 @@ class DetectionMethod(stage2.Stage2Method):
     self._frozen = None
     self._mean_shape = None
     super().__init__(config, train_records, eval_records)
-    self.num_points = self.train_records[0].num_points
     self.kind = config.detection.feature_kind
-    groups = norm_groups_for(self.kind, self.model)
-    self.head = head_from_config(config, self.num_points, "head", groups)
-    self.fewshot_head = head_from_config(config, self.num_points,
-                                         "fewshot_head", groups)
     self.extra_modes = {**self.extra_modes, "fewshot": fewshot.fewshot_mode,
                         "all_annotations": all_annotations_mode}
 
+  @functools.cached_property
+  def head(self) -> nn.Module:
+    """The detection head, for the listed data's landmark count."""
+    return head_from_config(self.config, self.num_points, "head",
+                            norm_groups_for(self.kind, self.model))
+
+  @functools.cached_property
+  def fewshot_head(self) -> nn.Module:
+    return head_from_config(self.config, self.num_points, "fewshot_head",
+                            norm_groups_for(self.kind, self.model))
+
   def load_frozen(self):
     self.frozen_params()
+
+  def mean_shape(self) -> np.ndarray:
+    """Mean crop-frame shape of the first `detection.mean_shape_faces`
+    training faces (the head's initial offset); lists the data once."""
     if self._mean_shape is None:
       count = int(self.config.detection.get("mean_shape_faces", 256))
       lms = stage2.load_arrays(self.config,
                                self.train_records[:count])["landmarks"]
       self._mean_shape = np.mean(lms, axis=0).astype(np.float32)
+    return self._mean_shape
 
   def frozen_params(self):
     if self._frozen is None:
@@ -305,9 +317,18 @@ class DetectionMethod(stage2.Stage2Method):
     return jax.lax.stop_gradient(f)
 
   def init_variables(self, rng, batch):
+    return self._init_variables(rng, batch, self.mean_shape())
+
+  def abstract_variables(self, rng, batch):
+    # Shapes only: any mean shape will do, so --mode=summary reads no data.
+    zeros = np.zeros((self.num_points, 2), np.float32)
+    return jax.eval_shape(
+        functools.partial(self._init_variables, mean_shape=zeros), rng, batch)
+
+  def _init_variables(self, rng, batch, mean_shape):
     frozen = jax.tree.map(jnp.asarray, self.frozen_params())
     feats = self.features(frozen, batch["image"][:1])
-    mean = coordinates.normalise_landmarks(self._mean_shape, self.size)
+    mean = coordinates.normalise_landmarks(mean_shape, self.size)
     head = kh.init_params(self.head, rng, feats, mean)["params"]
     return {**frozen, "head": head}, {}
 

@@ -24,7 +24,7 @@ landmark, reported in a 70 x 70 frame (`to_dve_frame`): DVE evaluates on
 70 x 70 MAFL crops (CelebA resized to 100, centre 70) and averages raw pixel
 errors there; errors at our crop size are scaled by 70 / size.
 `baseline_matching` scores image-free matchers on the same pairs and
-`paired_bootstrap` compares two matchers pair by pair.
+`landmarks.metrics.paired_bootstrap` compares two matchers pair by pair.
 
 Differences to DVE's code:
   * descriptors: DVE queries the descriptor at the rounded landmark on the
@@ -302,7 +302,7 @@ def evaluate_matching(model, params, arrays: Dict[str, np.ndarray], *,
   Returns:
     `same`, `diff` (mean errors, 70 px frame), `same_px`, `diff_px` (mean
     errors at the crop size), `same_errors`, `diff_errors` (float64 `[P, K]`,
-    70 px frame; `paired_bootstrap`), `source_index`, `diff_index`,
+    70 px frame; `landmarks.metrics.paired_bootstrap`), `source_index`, `diff_index`,
     `num_pairs`, `num_snapped`, `warp_type`, `feature_kind`.
   """
   if pairs is None:
@@ -357,44 +357,6 @@ def baseline_matching(pairs: Dict[str, np.ndarray],
   errors = {tag: np.linalg.norm(pred - pairs[f"{tag}_points"], axis=-1)
             for tag in ("same", "diff")}
   return _result(kind, pairs, errors["same"], errors["diff"])
-
-
-def paired_bootstrap(errors_a: np.ndarray, errors_b: np.ndarray,
-                     num_samples: int = 2000, seed: int = 0,
-                     confidence: float = 0.95) -> Dict[str, float]:
-  """Bootstrap of the mean error difference `a - b` over the same pairs.
-
-  Each pair's landmark errors are averaged first (`[P, K]` -> `[P]`; `[P]`
-  is used as is), and pairs, not landmarks, are resampled with replacement:
-  the landmarks of one face are not independent samples.
-
-  Args:
-    errors_a, errors_b: `[P, K]` or `[P]` errors of two matchers on the same
-      pairs (e.g. `evaluate_matching(...)["same_errors"]`).
-    num_samples: bootstrap resamples.
-    seed: `np.random.default_rng` seed.
-    confidence: central coverage of the percentile interval.
-
-  Returns:
-    `mean_difference` (mean over pairs of `a - b`), `low`, `high` (the
-    percentile interval), `num_pairs`, `num_samples`.
-  """
-  a, b = np.asarray(errors_a, np.float64), np.asarray(errors_b, np.float64)
-  if a.shape != b.shape or a.ndim not in (1, 2) or a.shape[0] < 1:
-    raise ValueError("errors_a and errors_b must be equal [P, K] or [P] "
-                     f"arrays with P >= 1, got {a.shape} and {b.shape}.")
-  if num_samples < 1 or not 0.0 < confidence < 1.0:
-    raise ValueError(f"need num_samples >= 1 and 0 < confidence < 1, got "
-                     f"{num_samples} and {confidence}.")
-  diff = (a.mean(axis=1) - b.mean(axis=1)) if a.ndim == 2 else a - b
-  rng = np.random.default_rng(seed)
-  idx = rng.integers(0, diff.shape[0], size=(num_samples, diff.shape[0]))
-  means = diff[idx].mean(axis=1)
-  tail = 50.0 * (1.0 - confidence)
-  low, high = np.percentile(means, [tail, 100.0 - tail])
-  return {"mean_difference": float(diff.mean()), "low": float(low),
-          "high": float(high), "num_pairs": int(diff.shape[0]),
-          "num_samples": int(num_samples)}
 
 
 def format_result(result: Dict[str, object]) -> str:

@@ -55,15 +55,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data import pipeline
+from data import readers
+from data.readers import common as readers_common
 from sce_mae_jax import mae as mae_lib
 from sce_mae_jax import reconstruction as recon_lib
 from sce_mae_jax import splits as splits_lib
+from sce_mae_jax import vit
+from training import checkpoints as ckpt_lib
 from training import errors
+from training import loop
+from training import mesh as mesh_lib
 from training import method as method_base
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 DEFAULT_NO_DECAY = ("pos_embed", "cls_token", "mask_token")
 HELDOUT = "heldout"
 RECONSTRUCTION = "reconstruction"
@@ -129,17 +135,18 @@ def weight_decay_mask(params, exclude: Sequence[str] = DEFAULT_NO_DECAY):
 # ----------------------------------------------------------------- data ----
 
 def list_images(root: str) -> List[str]:
-  """Sorted image files (IMAGE_EXTENSIONS) under `root`, recursively."""
+  """Sorted image files (`is_image_file`) under `root`, recursively."""
   if not os.path.isdir(root):
     raise errors.MissingInputError(
         f"image folder {root!r} does not exist; pass the folder that holds "
-        f"the images (files ending in {', '.join(IMAGE_EXTENSIONS)}), e.g. "
+        f"the images (files ending in "
+        f"{', '.join(readers_common.IMAGE_EXTENSIONS)}), e.g. "
         "--config.data.root=/path/to/images")
   out = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames.sort()
     for f in sorted(filenames):
-      if f.lower().endswith(IMAGE_EXTENSIONS):
+      if readers_common.is_image_file(f):
         out.append(os.path.join(dirpath, f))
   return out
 
@@ -181,23 +188,18 @@ def faces_paths(yt68_root: str, mtfl_root: str, mtfl_num_val: int = 1000,
 
 def celeba_records(root: str, check_images: str = "exists"):
   """(CelebA train minus MAFL test, MAFL test) FaceRecords."""
-  from data import readers  # pylint: disable=g-import-not-at-top
-  train = readers.read_dataset("celeba", root, "train",
-                               check_images=check_images)
-  test = readers.read_dataset("mafl", root, "test", check_images=check_images)
-  for listing in (train, test):
-    if listing.problems:
-      print(listing.summary(), flush=True)
+  test = readers.list_faces("mafl", root, "test", check_images=check_images)
   held = {os.path.basename(r.image_path) for r in test}
-  kept = [r for r in train if os.path.basename(r.image_path) not in held]
-  return kept, list(test)
+  kept = readers.list_faces(
+      "celeba", root, "train", check_images=check_images,
+      keep=lambda r: os.path.basename(r.image_path) not in held)
+  return kept, test
 
 
 class PretrainData:
   """Training records + the in-memory held-out set of `config.data`."""
 
   def __init__(self, config):
-    from data import pipeline  # pylint: disable=g-import-not-at-top
     self.config = config
     d = config.data
     self.crop_mode = d.get("crop_mode", "center")
@@ -240,7 +242,6 @@ class PretrainData:
     return len(self.train_records)
 
   def train_iterator(self, local_batch_size: int) -> Iterator:
-    from data import pipeline  # pylint: disable=g-import-not-at-top
     d = self.config.data
     loader = pipeline.make_pretrain_loader(
         self.train_records, batch_size=local_batch_size,
@@ -256,7 +257,6 @@ class PretrainData:
     An image that cannot be decoded is reported by path and skipped.
     """
     if self._eval_images is None:
-      from data import pipeline  # pylint: disable=g-import-not-at-top
       d = self.config.data
       images = []
       for r in self.eval_records:
@@ -310,7 +310,6 @@ def model_from_config(config) -> mae_lib.MAE:
   enc = dict(m.get("encoder_overrides", None) or {})
   decoder = m.get("decoder", None) or None
   if decoder == "custom":
-    from sce_mae_jax import vit  # pylint: disable=g-import-not-at-top
     return mae_lib.MAE(
         encoder=vit.vit_encoder(m.preset, image_size=int(m.image_size),
                                 patch_size=int(m.patch_size), dtype=dtype,
@@ -443,8 +442,6 @@ class MaePretrainMethod(method_base.Method):
 
 def reconstruct_mode(method, config, workdir: str) -> str:
   """--mode=reconstruct: grid of the latest (or best) checkpoint -> workdir."""
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from training import loop  # pylint: disable=g-import-not-at-top
   trainer = loop.Trainer(method, config, train=False)
   restored = ckpt_lib.restore_run(
       workdir, which=config.get("eval_checkpoint", "latest"), params="raw",
@@ -452,7 +449,6 @@ def reconstruct_mode(method, config, workdir: str) -> str:
       best_mode=method.best_mode, hint="train first (--mode=train)")
   step = restored.step
   eval_bs = int(config.get("eval_batch_size", 0) or config.batch_size)
-  from training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   iters = method.eval_iterators(mesh_lib.local_batch_size(eval_bs))
   if RECONSTRUCTION not in iters:
     raise errors.UserError("eval.num_grid_images is 0: nothing to reconstruct")

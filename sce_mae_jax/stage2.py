@@ -61,13 +61,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data import pipeline
+from data import readers
+from landmarks import plots
 from sce_mae_jax import backbone as backbone_lib
 from sce_mae_jax import carb as carb_lib
 from sce_mae_jax import dense as dense_lib
 from sce_mae_jax import lcr as lcr_lib
+from sce_mae_jax import matching
 from sce_mae_jax import projector as projector_lib
 from sce_mae_jax import splits as splits_lib
+from sce_mae_jax import tsne
+from training import checkpoints as ckpt_lib
 from training import errors
+from training import loop
 from training import method as method_base
 
 FEATURE_KINDS = ("backbone", "projector", "concat", "backbone_carb")
@@ -94,63 +101,39 @@ def check_label_free_crop(config) -> None:
         "True to run the label-derived crop knowingly.")
 
 
-def data_root(config) -> str:
-  root = config.data.get("root", "") or ""
-  if root and not os.path.isabs(root):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    root = os.path.normpath(os.path.join(repo, root))
-  return root
-
-
 def list_records(config, split: str, eval_set: bool = False) -> list:
   """FaceRecords of `config.data` for `split` (see the module docstring).
 
   With `eval_set`, `data.eval_name` / `data.eval_root` (when set) replace
   `data.name` / `data.root` (e.g. train on CelebA, evaluate on MAFL).
   """
-  from data import readers  # pylint: disable=g-import-not-at-top
   d = config.data
-  root = data_root(config)
+  root = d.get("root", "") or ""
   name = d.name
   if eval_set and d.get("eval_name", ""):
     name = d.eval_name
-    if d.get("eval_root", ""):
-      root = os.path.expanduser(d.eval_root)
-  if not root:
+    root = d.get("eval_root", "") or root
+  options = {"check_images": d.get("check_images", "exists")}
+  if name in readers.SANITY_READERS:
+    options["sanity"] = d.get("sanity", "skip")
+  if name != "mtfl":
+    return readers.list_faces(name, root, split, **options)
+  if split not in ("train", "val"):
     raise errors.UserError(
-        f"config.data.root is empty; pass --config.data.root="
-        f"/path/to/{name}.")
-  if name == "mtfl":
-    if split not in ("train", "val"):
-      raise errors.UserError(
-          f"mtfl splits are 'train' and 'val' (a fixed split of "
-          f"training.txt), got {split!r}.")
-    listing = readers.read_dataset("mtfl", root, "train",
-                                   check_images=d.get("check_images", "exists"),
-                                   sanity=d.get("sanity", "skip"))
-    # The split is over the lines of training.txt (splits.mtfl_split_paths),
-    # so a face the reader skips does not move any other face across it.
-    keep = set(splits_lib.mtfl_split_paths(root, split, int(d.num_val),
-                                           int(d.split_seed)))
-    records = [r for r in listing
-               if os.path.normpath(r.image_path) in keep]
-  else:
-    options = {"check_images": d.get("check_images", "exists")}
-    if name in readers.SANITY_READERS:
-      options["sanity"] = d.get("sanity", "skip")
-    listing = readers.read_dataset(name, root, split, **options)
-    records = list(listing)
-  if listing.problems:
-    print(listing.summary(), flush=True)
-  if not records:
-    raise errors.UserError(f"{name} split {split!r} under {root} has no usable "
-                           "faces.")
-  return records
+        f"mtfl splits are 'train' and 'val' (a fixed split of "
+        f"training.txt), got {split!r}.")
+  # The split is over the lines of training.txt (splits.mtfl_split_paths),
+  # so a face the reader skips does not move any other face across it.
+  root = readers.resolve_root(root)
+  keep = set(splits_lib.mtfl_split_paths(root, split, int(d.num_val),
+                                         int(d.split_seed))) if root else set()
+  return readers.list_faces(
+      "mtfl", root, "train",
+      keep=lambda r: os.path.normpath(r.image_path) in keep, **options)
 
 
 def make_loader(config, records, *, train: bool, batch_size: int,
                 num_epochs: Optional[int] = None):
-  from data import pipeline  # pylint: disable=g-import-not-at-top
   d = config.data
   return pipeline.make_sce_landmark_loader(
       records, train=train, batch_size=batch_size, seed=int(config.seed),
@@ -436,6 +419,13 @@ class Stage2Method(method_base.Method):
   def num_train_examples(self) -> int:
     return len(self.train_records)
 
+  @property
+  def num_points(self) -> int:
+    """Landmarks per face: the data's once listed (training and evaluation
+    list it before building anything), else the 5 points of the sets stage 2
+    runs on (--mode=summary lists no data)."""
+    return self._train_records[0].num_points if self._train_records else 5
+
   def train_iterator(self, local_batch_size: int):
     if not self.config.get("cache_encoder", False):
       return iter(make_loader(self.config, self.train_records, train=True,
@@ -455,10 +445,7 @@ class Stage2Method(method_base.Method):
 
   def dummy_batch(self, batch_size: int) -> Dict[str, np.ndarray]:
     s = self.size
-    # The stage-2 model reads only the images; the landmark count is the
-    # data's once it is listed (training lists it first), else the 5 points
-    # of the sets stage 2 runs on (summary mode lists no data).
-    n = self._train_records[0].num_points if self._train_records else 5
+    n = self.num_points
     pts = np.full((batch_size, n, 2), s / 2.0, np.float32)
     return {"image": np.zeros((batch_size, s, s, 3), np.uint8),
             "landmarks": pts, "landmarks_original": pts.copy(),
@@ -510,8 +497,6 @@ class Stage2Method(method_base.Method):
 def restore_params(method, config, workdir: str):
   """Stage-2 params of `workdir` (latest / config.eval_checkpoint), or the
   initial ones (random projector) when `workdir` has no checkpoint."""
-  from training import loop  # pylint: disable=g-import-not-at-top
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   trainer = loop.Trainer(method, config, train=False)
   which = config.get("eval_checkpoint", "latest")
   if workdir and os.path.isdir(os.path.join(workdir,
@@ -534,7 +519,6 @@ def _eval_arrays(method, config):
 
 
 def _matching_mode(method, config, workdir):
-  from sce_mae_jax import matching  # pylint: disable=g-import-not-at-top
   params = restore_params(method, config, workdir)
   arrays = _eval_arrays(method, config)
   pairs = matching.make_pairs(arrays["image"], arrays["landmarks"],
@@ -553,7 +537,6 @@ def _matching_mode(method, config, workdir):
   for tag in ("identity_baseline", "mean_shape_baseline"):
     print(f"  reference {matching.format_result(result[tag])}", flush=True)
   matching.write_result(result, os.path.join(workdir, "matching.json"))
-  from landmarks import plots  # pylint: disable=g-import-not-at-top
   for tag in ("same", "diff"):
     shown = [e for e in examples if e["kind"] == tag][:4]
     if shown:
@@ -563,7 +546,6 @@ def _matching_mode(method, config, workdir):
 
 
 def _tsne_mode(method, config, workdir):
-  from sce_mae_jax import tsne  # pylint: disable=g-import-not-at-top
   params = restore_params(method, config, workdir)
   arrays = _eval_arrays(method, config)
   return tsne.run_feature_quality(method.model, params, arrays, config,

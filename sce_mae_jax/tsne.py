@@ -18,11 +18,15 @@ import json
 import os
 from typing import Dict, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from sklearn import manifold
 from sklearn import metrics as sk_metrics
 
 from landmarks import plots
+from sce_mae_jax import tps as tps_lib
+from sce_mae_jax import vit
 
 FIVE_POINT_NAMES = ("left eye", "right eye", "nose", "left lip corner",
                     "right lip corner")
@@ -83,9 +87,6 @@ def landmark_features(dense: np.ndarray, landmarks: np.ndarray,
   Bilinear sampling at `(p + 0.5) h / S - 0.5` (feature-grid coordinates of
   pixel p under the half-pixel "centre" geometry of cover-and-stride).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from sce_mae_jax import tps as tps_lib  # pylint: disable=g-import-not-at-top
   h = dense.shape[1]
   grid = (np.asarray(landmarks, np.float32) + 0.5) * (h / image_size) - 0.5
   fn = jax.vmap(lambda f, p: tps_lib.bilinear_sample(f, p, padding="border"))
@@ -101,7 +102,6 @@ def position_only_features(landmarks: np.ndarray, image_size: int,
   face at about the same place, landmark identity is largely a function of
   position, which this table encodes with no image at all.
   """
-  from sce_mae_jax import vit  # pylint: disable=g-import-not-at-top
   table = vit.sincos_pos_embed_2d(width, grid_size, cls_token=False)
   table = table.reshape(grid_size, grid_size, width).astype(np.float32)
   n = np.shape(landmarks)[0]
@@ -120,7 +120,6 @@ def position_r2(dense: np.ndarray, width: int, grid_size: int,
   (a ViT adds its position table to every token); 1.0 means the features
   are a linear function of position, 0.0 that position explains nothing.
   """
-  from sce_mae_jax import vit  # pylint: disable=g-import-not-at-top
   n, h, w, d = dense.shape
   if n < 2:
     raise ValueError("position_r2 needs at least 2 images.")
@@ -170,8 +169,6 @@ def feature_quality(features: np.ndarray, *, perplexity: float = 30.0,
 
 def run_feature_quality(model, params, arrays, config, workdir):
   """`--mode=tsne`: features of `tsne.num_faces` eval faces -> PNG + JSON."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   t = config.tsne
   m = min(int(t.num_faces), arrays["image"].shape[0])
   fn = jax.jit(lambda im: model.dense_features(params, im, t.feature_kind))

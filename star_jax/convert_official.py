@@ -77,6 +77,8 @@ import numpy as np
 
 from star_jax import aam
 from star_jax import model as model_lib
+from training import checkpoints as ckpt_lib
+from training import state as state_lib
 
 # Point count -> the config module of that dataset (configs/ at the repo root).
 CONFIGS = {98: "configs.wflw_star", 68: "configs.300w_star",
@@ -476,8 +478,6 @@ def save_checkpoint(variables: Mapping[str, Any], config, out_dir: str,
   model_state {"batch_stats"}, a fresh optimizer state, EMA = (params,
   model_state) when config.ema.enabled, the seed's train rng.
   """
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from training import state as state_lib  # pylint: disable=g-import-not-at-top
   _check_new_dir(out_dir)
   tx, _ = state_lib.make_optimizer(config.optimizer, 1, 1)
   use_ema = state_lib.ema_decay(config.get("ema", None),

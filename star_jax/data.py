@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from typing import Dict
 
 import numpy as np
 
+from data import ambiguity
+from data import pipeline
+from data import readers
 from data import schemes as schemes_lib
-from training import errors
 
 
 class StarData:
@@ -32,49 +33,30 @@ class StarData:
   @property
   def train_records(self):
     if self._train_records is None:
-      self._train_records = self._list(self.d.train_split, is_train=True)
+      records = self._list(self.d.train_split, is_train=True)
+      # Controlled label noise (data/ambiguity.py) is a property of the
+      # training labels only; sigma 0 (or no field) returns `records`.
+      noise = ambiguity.LabelNoise.from_config(self.d.get("label_noise", None))
+      self._train_records = ambiguity.apply_to_records(records, noise)
     return self._train_records
 
   def _list(self, split: str, is_train: bool):
     d = self.d
+    options = {}
     if d.name == "synthetic":
-      from data import synthetic  # pylint: disable=g-import-not-at-top
       syn = d.synthetic
-      n = int(syn.num_train if is_train else syn.num_eval)
-      if n <= 0:
-        raise errors.UserError(
-            f"config.data.synthetic.num_{'train' if is_train else 'eval'} "
-            f"must be > 0, got {n}")
-      records = synthetic.make_records(
-          n, seed=int(syn.seed if is_train else syn.eval_seed),
+      options = dict(
+          num_faces=int(syn.num_train if is_train else syn.num_eval),
+          seed=int(syn.seed if is_train else syn.eval_seed),
           image_size=int(syn.image_size),
           # Annotation noise is a property of the training labels; the
           # evaluation faces keep their exact points.
           contour_noise=float(syn.contour_noise) if is_train else 0.0,
           point_noise=float(syn.point_noise) if is_train else 0.0)
     else:
-      from data import readers  # pylint: disable=g-import-not-at-top
-      root = data_root(self.config)
-      if not root:
-        raise errors.UserError(
-            f"config.data.root is empty: pass --config.data.root=/path/to/"
-            f"{d.name}. Expected layout:\n{_reader_layout(d.name)}")
-      listing = readers.read_dataset(d.name, root, split,
-                                     check_images=d.get("check_images", "exists"))
-      if listing.problems:
-        print(listing.summary(), flush=True)
-      records = list(listing)
-      if not records:
-        raise errors.UserError(
-            f"{d.name} split {split!r} under {root} has no usable faces "
-            f"(problems: {len(listing.problems)}). Expected layout:\n"
-            f"{_reader_layout(d.name)}")
-    n_points = records[0].num_points
-    if n_points != self.scheme.num_points:
-      raise errors.UserError(
-          f"{d.name} {split} has {n_points} points per face but "
-          f"config.data.scheme={d.scheme!r} has {self.scheme.num_points}")
-    return records
+      options["check_images"] = d.get("check_images", "exists")
+    return readers.list_faces(d.name, d.get("root", ""), split,
+                              num_points=self.scheme.num_points, **options)
 
   def num_train_examples(self) -> int:
     return len(self.train_records)
@@ -89,7 +71,6 @@ class StarData:
 
   def train_iterator(self, local_batch_size: int):
     """Infinite shuffled, augmented batches; grain get_state/set_state."""
-    from data import pipeline  # pylint: disable=g-import-not-at-top
     loader = pipeline.make_landmark_loader(
         self.train_records, train=True, batch_size=local_batch_size,
         seed=int(self.config.seed), augment_config=dict(self.d.augment),
@@ -98,7 +79,6 @@ class StarData:
 
   def eval_iterators(self, local_batch_size: int):
     """split -> factory of one ordered, padded pass (`valid` marks padding)."""
-    from data import pipeline  # pylint: disable=g-import-not-at-top
 
     def factory(records):
       return lambda: iter(pipeline.make_eval_loader(
@@ -125,19 +105,3 @@ class StarData:
       subsets = (subsets,) if isinstance(subsets, str) else tuple(subsets)
       groups[name] = np.array([r.subset in subsets for r in records], bool)
     return groups
-
-
-def _reader_layout(name: str) -> str:
-  import importlib  # pylint: disable=g-import-not-at-top
-  from data import readers  # pylint: disable=g-import-not-at-top
-  try:
-    module_name = readers._READERS[name][0]  # pylint: disable=protected-access
-    return getattr(importlib.import_module(f"data.readers.{module_name}"),
-                   "LAYOUT", "(see data/readers)")
-  except (KeyError, ImportError):
-    return f"(see data/readers; known datasets: {readers.NAMES})"
-
-
-def data_root(config) -> str:
-  root = config.data.get("root", "")
-  return os.path.expanduser(root) if root else ""

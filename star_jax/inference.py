@@ -41,10 +41,14 @@ from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from data import schemes
 from landmarks import coordinates
 from star_jax import method as method_lib
+from training import checkpoints as ckpt_lib
+from training import errors
 
 WHICH = ("best", "latest")
 
@@ -53,13 +57,11 @@ WHICH = ("best", "latest")
 
 def config_from_dict(config_dict: dict):
   """The stored JSON config as an `ml_collections.ConfigDict`."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   return ml_collections.ConfigDict(config_dict)
 
 
 def model_from_config(config):
   """The StackedHourglass a STAR config describes (as training builds it)."""
-  from data import schemes  # pylint: disable=g-import-not-at-top
   if config.get("method", None) != "star":
     raise ValueError(
         f"not a STAR checkpoint: its config.method is "
@@ -88,7 +90,6 @@ def load_checkpoint(directory: str, which: str = "best",
     FileNotFoundError: missing directory or no checkpoint of that kind.
     ValueError: not a STAR checkpoint (method, items or state layout).
   """
-  from training import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   if which not in WHICH:
     raise ValueError(f"which must be one of {WHICH}, got {which!r}")
   params = {None: "prefer_ema", True: "ema", False: "raw"}[use_ema]
@@ -152,6 +153,11 @@ def infer(model, variables, images: jax.Array, crop_to_image: jax.Array,
     outputs = forward(images) if with_heatmaps else None  # extra pass.
   out = {"landmarks_crop": crop, "landmarks": original}
   if with_heatmaps:
+    if "heatmaps" not in outputs[-1]:
+      raise errors.UserError(
+          "this model has a coordinate-regression head (model.head="
+          "'regression') and predicts no heatmaps; call without "
+          "with_heatmaps (--with_heatmaps)")
     out["heatmaps"] = outputs[-1]["heatmaps"]
   return out
 
@@ -177,7 +183,6 @@ def flip_permutation_for(config, flip_test: Optional[bool] = None
     config: the training config (ConfigDict or dict).
     flip_test: None = `config.eval.flip_test` (what the evaluation does).
   """
-  from data import schemes  # pylint: disable=g-import-not-at-top
   if flip_test is None:
     ev = config.get("eval", None) or {}
     flip_test = bool(ev.get("flip_test", False))

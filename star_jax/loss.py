@@ -1,285 +1,61 @@
 """STAR loss (Zhou et al., CVPR 2023), its distances and companion losses.
 
-Conventions (shared with the rest of `star_jax`):
-  * Heatmaps are landmark-major `[B, N, H, W]` and non-negative (models compute
-    channel-last and transpose once at their output).
-  * Coordinates are `(x, y)` on the decoder grid `x = linspace(-1, 1, W)`,
-    `y = linspace(-1, 1, H)` (align_corners=True, as the public decoder). Ground
-    truth handed to `star_loss` must already be on that scale (the public
-    code normalises ground truth with align_corners=False, `(2p + 1) / S - 1`;
-    that is the data pipeline's job, not this module's).
-  * Low-precision inputs (bf16, f16) are upcast and everything is computed in
-    float32; float64 inputs (only under `jax_enable_x64`, used by the gradient
-    tests) stay float64.
+Heatmaps, the decoder grid, dtypes and the heatmap PCA (eq. 1, 3-5, the
+closed-form 2x2 eigen-decomposition and its isotropy rule) are those of
+`landmarks.distribution`. Ground truth handed to `star_loss` must already be
+on the decoder scale [-1, 1] (the public code normalises ground truth with
+align_corners=False, `(2p + 1) / S - 1`; that is the data pipeline's job,
+not this module's).
 
-Numerical choices (where we differ from, or pin down, the public code
-ZhenglinZhou/STAR, lib/loss/starLoss_v2.py):
-  * Eigen-decomposition: closed form for symmetric 2x2 matrices
-    (`symmetric_eigh_2x2`) instead of `torch.linalg.eigh` on the CPU.
-    Eigenvalues ascending, eigenvectors as columns (paper eq. 5). The public
-    code indexes rows of eigh's eigenvector matrix; for 2x2 input LAPACK's
-    syevd returns a symmetric eigenvector matrix (a reflection, determinant
-    -1: checked with NumPy's LAPACK on 10k random SPD matrices; torch's CPU
-    eigh also calls LAPACK, not checked here), so its rows are its columns
-    and the public code does project on the eigenvectors, as we do. Only the
-    signs differ, which no distance sees (all are even functions).
-  * Isotropy (l1 == l2, e.g. constant or all-zero heatmaps): the eigenvectors
-    are undefined. When the discriminant radius r = (l2 - l1) / 2 is below
-    `8 * eps_dtype * (|a| + |c| + 2|b|)` (i.e. at the level of rounding noise
-    of the covariance entries) we set r = 0 and take the coordinate axes as
-    eigenvectors, as LAPACK does for a diagonal matrix. Gradients are finite
-    there because sqrt and atan2 are evaluated on safe dummy inputs behind
-    `jnp.where`. With l1 == l2 both terms of eq. 6 share the scale
-    1/sqrt(l + eps), so the loss only depends on the basis through d: for
-    `distance="l2"` the sum is rotation invariant (e^T (S + eps I)^(-1/2) e) and
-    the choice does not matter; for l1, smooth-l1, Wing and AWing it does, and
-    the loss is the axis-aligned value. Near (but not at) isotropy the exact
-    gradient of the eigenvectors grows like 1 / (l2 - l1) for the
-    non-rotation-invariant distances; this is a property of eq. 6, not of the
-    implementation (the public eigh backward has the same 1 / (l2 - l1) factor).
-    At exactly l1 == l2 the gradient is a convention (eigenvalues follow the
-    trace, eigenvectors fixed), except for `distance="l2"`, where eq. 6 is the
+Numerical choices of the loss (where we differ from, or pin down, the public
+code ZhenglinZhou/STAR, lib/loss/starLoss_v2.py):
+  * At isotropy (l1 == l2, eigenvectors = the coordinate axes by
+    convention) both terms of eq. 6 share the scale 1/sqrt(l + eps), so the
+    loss only depends on the basis through d: for `distance="l2"` the sum is
+    rotation invariant (e^T (S + eps I)^(-1/2) e) and the choice does not
+    matter; for l1, smooth-l1, Wing and AWing it does, and the loss is the
+    axis-aligned value. Near (but not at) isotropy the exact gradient of the
+    eigenvectors grows like 1 / (l2 - l1) for the non-rotation-invariant
+    distances; this is a property of eq. 6, not of the implementation (the
+    public eigh backward has the same 1 / (l2 - l1) factor). At exactly
+    l1 == l2 the gradient is a convention (eigenvalues follow the trace,
+    eigenvectors fixed), except for `distance="l2"`, where eq. 6 is the
     smooth `e^T (S + eps I)^(-1/2) e` and we evaluate it in that form
-    (`inverse_sqrt_quadratic_form`, same value) so that its gradient is exact
-    there too (used whenever S is PSD and no eigenvalue clamp is set).
+    (`inverse_sqrt_quadratic_form`, same value) so that its gradient is
+    exact there too (used whenever S is PSD and no eigenvalue clamp is set).
   * eps placement as the public code: `d(v_i^T e) / sqrt(l_i + eps)`,
-    eps = 1e-5, V1 = sum p + 1e-5, V2 = sum p^2 + 1e-5 on the normalised
-    heatmap.
-  * Eigenvalues are floored at 0 inside the square root only (always on, needed
-    for finiteness): a covariance is PSD, negative values come from rounding or
-    from heatmaps whose raw sum is below 1e-6, where V1 - V2/V1 < 0 and the
-    public code takes the square root of a negative number (NaN).
+    eps = 1e-5.
+  * Eigenvalues are floored at 0 inside the square root only (always on,
+    needed for finiteness): a covariance is PSD, negative values come from
+    rounding or from heatmaps whose raw sum is below 1e-6, where
+    V1 - V2/V1 < 0 and the public code takes the square root of a negative
+    number (NaN).
   * Optional `eigenvalue_clamp=(lo, hi)` (off by default): clamps both
     eigenvalues before they enter eq. 6 and the restriction, as the authors
-    suggest in their issue #37 (`(1e-6, 1e2)`) against huge eigenvalues on the
-    first steps. Not needed for finiteness on one-hot, constant or all-zero
-    heatmaps.
+    suggest in their issue #37 (`(1e-6, 1e2)`) against huge eigenvalues on
+    the first steps. Not needed for finiteness on one-hot, constant or
+    all-zero heatmaps.
   * Degenerate heatmaps give finite but very large gradients, the exact
     derivatives of the public formula: all-zero or one-hot maps have l = 0,
     where d/dl (l + 1e-5)^(-1/2) is about -1.6e7, and the sum floor 1e-6 and
-    V1 - V2/V1 = 1e-5 multiply that by up to 1e6 (|grad| ~ 1e12 in the tests).
-    A clamp with low > 0 (e.g. (1e-6, 1e2)) cuts the eigenvalue part of that
-    gradient to zero below `low`.
+    V1 - V2/V1 = 1e-5 multiply that by up to 1e6 (|grad| ~ 1e12 in the
+    tests). A clamp with low > 0 (e.g. (1e-6, 1e2)) cuts the eigenvalue part
+    of that gradient to zero below `low`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-SUM_FLOOR = 1e-6  # heatmap / max(sum, SUM_FLOOR), as the public decoder.
+from landmarks import distribution
+
 DISTANCES = ("l1", "l2", "smooth_l1", "wing", "awing")
 RESTRICTIONS = ("value", "detach", "none")
 VALUE_FORMS = ("code", "paper")
-
-
-# ----------------------------------------------------------------------------
-# Input handling.
-
-
-def _compute_dtype(x) -> jnp.dtype:
-  """float32 for low-precision or integer inputs, float64 stays float64."""
-  dtype = jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
-  if jnp.issubdtype(dtype, jnp.floating):
-    return jnp.promote_types(dtype, jnp.float32)
-  return jnp.dtype(jnp.float32)
-
-
-def _as_compute(x) -> jax.Array:
-  x = jnp.asarray(x)
-  return x.astype(_compute_dtype(x))
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
-def _check_rank(x, rank: int, name: str, layout: str) -> None:
-  ndim = jnp.ndim(x)
-  if ndim != rank:
-    raise ValueError(
-        f"{name} must have rank {rank} with layout {layout}; got shape "
-        f"{tuple(jnp.shape(x))}.")
-
-
-def check_heatmaps(heatmaps, name: str = "heatmaps",
-                   allow_negative: bool = False) -> None:
-  """Raises ValueError unless `heatmaps` is `[B, N, H, W]`, H, W >= 2, >= 0.
-
-  Shapes are checked always (static under jit); negativity only when the
-  array is concrete (not a tracer), since values are unknown while tracing.
-  """
-  _check_rank(heatmaps, 4, name, "[B, N, H, W] (landmark-major; transpose "
-              "channel-last model outputs with jnp.moveaxis(x, -1, 1))")
-  h, w = jnp.shape(heatmaps)[2:]
-  if h < 2 or w < 2:
-    raise ValueError(f"{name} must be at least 2x2 spatially (the grid is "
-                     "linspace(-1, 1, size)); got shape "
-                     f"{tuple(jnp.shape(heatmaps))}.")
-  if not allow_negative and _is_concrete(heatmaps):
-    if bool(jnp.any(jnp.asarray(heatmaps) < 0)):
-      raise ValueError(
-          f"{name} must be non-negative (they are normalised into "
-          "distributions); apply ReLU/softplus/sigmoid first. Got minimum "
-          f"{float(jnp.min(jnp.asarray(heatmaps)))}.")
-
-
-def _check_landmarks(landmarks, heatmaps, name: str = "landmarks") -> None:
-  _check_rank(landmarks, 3, name, "[B, N, 2] (x, y)")
-  b, n = jnp.shape(heatmaps)[:2]
-  if tuple(jnp.shape(landmarks)) != (b, n, 2):
-    raise ValueError(
-        f"{name} must have shape [B, N, 2] = {(b, n, 2)} to match heatmaps "
-        f"{tuple(jnp.shape(heatmaps))}; got {tuple(jnp.shape(landmarks))}.")
-
-
-# ----------------------------------------------------------------------------
-# Decoding: normalisation, grid, soft-argmax (paper eq. 1).
-
-
-def coordinate_grid(height: int, width: int, dtype=jnp.float32):
-  """Grid of the decoder: `(xs [W], ys [H])`, both `linspace(-1, 1, size)`."""
-  return (jnp.linspace(-1.0, 1.0, width, dtype=dtype),
-          jnp.linspace(-1.0, 1.0, height, dtype=dtype))
-
-
-def normalize_heatmaps(heatmaps: jax.Array) -> jax.Array:
-  """`heatmaps / max(sum over H, W, 1e-6)`: `[B, N, H, W]` -> same shape."""
-  total = jnp.sum(heatmaps, axis=(-2, -1), keepdims=True)
-  return heatmaps / jnp.maximum(total, SUM_FLOOR)
-
-
-def _weighted_mean(probs: jax.Array) -> jax.Array:
-  """Eq. 1 on normalised heatmaps `[B, N, H, W]` -> `[B, N, 2]` (x, y)."""
-  xs, ys = coordinate_grid(*probs.shape[-2:], dtype=probs.dtype)
-  mean_x = jnp.sum(probs, axis=-2) @ xs  # Marginal over rows, then E[x].
-  mean_y = jnp.sum(probs, axis=-1) @ ys
-  return jnp.stack([mean_x, mean_y], axis=-1)
-
-
-def soft_argmax(heatmaps) -> jax.Array:
-  """Soft-argmax, paper eq. 1: `[B, N, H, W]` (>= 0) -> `[B, N, 2]` (x, y).
-
-  The heatmap is divided by `max(sum, 1e-6)` and the expectation of the grid
-  `linspace(-1, 1, W) x linspace(-1, 1, H)` is returned.
-  """
-  check_heatmaps(heatmaps)
-  return _weighted_mean(normalize_heatmaps(_as_compute(heatmaps)))
-
-
-# ----------------------------------------------------------------------------
-# PCA of the discrete distribution (paper eq. 3-5).
-
-
-class DistributionPCA(NamedTuple):
-  """Mean, covariance and its eigen-decomposition per landmark.
-
-  Attributes:
-    mean: `[B, N, 2]` (x, y), eq. 1.
-    covariance: `[B, N, 2, 2]`, unbiased weighted covariance, eq. 4.
-    eigenvalues: `[B, N, 2]`, ascending (l1 <= l2).
-    eigenvectors: `[B, N, 2, 2]`, column i is the unit eigenvector of
-      eigenvalue i (eq. 5, V = [v1, v2]).
-  """
-  mean: jax.Array
-  covariance: jax.Array
-  eigenvalues: jax.Array
-  eigenvectors: jax.Array
-
-
-def unbiased_weighted_covariance(probs: jax.Array, mean: jax.Array,
-                                 eps: float = 1e-5) -> jax.Array:
-  """Paper eq. 4: `sum p (g - mu)(g - mu)^T / (V1 - V2 / V1)`.
-
-  Args:
-    probs: normalised heatmaps `[B, N, H, W]`.
-    mean: `[B, N, 2]` (x, y) weighted mean of `probs`.
-    eps: added to V1 = sum p and V2 = sum p^2 (public code: 1e-5).
-
-  Returns:
-    `[B, N, 2, 2]` covariance, rows/columns ordered (x, y).
-  """
-  xs, ys = coordinate_grid(*probs.shape[-2:], dtype=probs.dtype)
-  dx = xs - mean[..., 0:1]  # [B, N, W]
-  dy = ys - mean[..., 1:2]  # [B, N, H]
-  sxx = jnp.sum(jnp.sum(probs, axis=-2) * dx * dx, axis=-1)
-  syy = jnp.sum(jnp.sum(probs, axis=-1) * dy * dy, axis=-1)
-  sxy = jnp.einsum("...hw,...h,...w->...", probs, dy, dx)
-  v1 = jnp.sum(probs, axis=(-2, -1)) + eps
-  v2 = jnp.sum(probs * probs, axis=(-2, -1)) + eps
-  denominator = v1 - v2 / v1
-  cov = jnp.stack([jnp.stack([sxx, sxy], -1), jnp.stack([sxy, syy], -1)], -2)
-  return cov / denominator[..., None, None]
-
-
-def symmetric_eigh_2x2(matrix) -> Tuple[jax.Array, jax.Array]:
-  """Closed-form eigen-decomposition of symmetric 2x2 matrices (eq. 5).
-
-  For S = [[a, b], [b, c]]: l = (a + c) / 2 -/+ r with
-  r = sqrt(((a - c) / 2)^2 + b^2); the eigenvector of the smaller eigenvalue is
-  at angle phi = atan2(-2b, c - a) / 2 and the other is it turned by +90
-  degrees. Below the isotropy threshold (module
-  docstring) r is 0 and the eigenvectors are the coordinate axes; sqrt and
-  atan2 see safe dummy inputs there so values and gradients stay finite.
-
-  Args:
-    matrix: `[..., 2, 2]` symmetric (the off-diagonal is symmetrised).
-
-  Returns:
-    eigenvalues `[..., 2]` ascending, eigenvectors `[..., 2, 2]` as columns
-    (`eigenvectors[..., :, i]` belongs to `eigenvalues[..., i]`).
-  """
-  matrix = _as_compute(matrix)
-  if matrix.shape[-2:] != (2, 2):
-    raise ValueError(f"matrix must have shape [..., 2, 2]; got {matrix.shape}.")
-  a = matrix[..., 0, 0]
-  c = matrix[..., 1, 1]
-  b = 0.5 * (matrix[..., 0, 1] + matrix[..., 1, 0])
-  half_trace = 0.5 * (a + c)
-  half_diff = 0.5 * (a - c)
-  radius_sq = half_diff * half_diff + b * b
-  tol = 8.0 * jnp.finfo(matrix.dtype).eps * (jnp.abs(a) + jnp.abs(c)
-                                             + 2.0 * jnp.abs(b))
-  distinct = radius_sq > tol * tol + jnp.finfo(matrix.dtype).tiny
-  radius = jnp.where(distinct, jnp.sqrt(jnp.where(distinct, radius_sq, 1.0)),
-                     0.0)
-  eigenvalues = jnp.stack([half_trace - radius, half_trace + radius], axis=-1)
-  # Angle of the minor axis (the major axis of -S); the dummy (1, 0) gives
-  # angle 0, i.e. the identity (coordinate axes) when isotropic.
-  phi = 0.5 * jnp.arctan2(jnp.where(distinct, -b, 0.0),
-                          jnp.where(distinct, -half_diff, 1.0))
-  cos, sin = jnp.cos(phi), jnp.sin(phi)
-  # Columns: v1 = (cos, sin) (minor axis), v2 = (-sin, cos) (major axis).
-  eigenvectors = jnp.stack([jnp.stack([cos, sin], -1),
-                            jnp.stack([-sin, cos], -1)], axis=-1)
-  return eigenvalues, eigenvectors
-
-
-def distribution_pca(heatmaps, eps: float = 1e-5) -> DistributionPCA:
-  """PCA of each heatmap as a discrete distribution (paper eq. 1, 3-5).
-
-  Args:
-    heatmaps: `[B, N, H, W]`, non-negative; normalised by `max(sum, 1e-6)`.
-    eps: the V1/V2 epsilon of eq. 4 (public code: 1e-5).
-
-  Returns:
-    `DistributionPCA(mean [B, N, 2], covariance [B, N, 2, 2],
-    eigenvalues [B, N, 2] ascending, eigenvectors [B, N, 2, 2] as columns)`.
-  """
-  check_heatmaps(heatmaps)
-  # Materialise the input before the reductions: when it is the transpose of
-  # a channel-last model output, XLA (CPU) otherwise fuses the transpose into
-  # every reduction and the loss gets several times slower
-  # (bench/star_loss.py); a no-op for contiguous [B, N, H, W] input.
-  heatmaps = jax.lax.optimization_barrier(_as_compute(heatmaps))
-  probs = normalize_heatmaps(heatmaps)
-  mean = _weighted_mean(probs)
-  covariance = unbiased_weighted_covariance(probs, mean, eps)
-  eigenvalues, eigenvectors = symmetric_eigh_2x2(covariance)
-  return DistributionPCA(mean, covariance, eigenvalues, eigenvectors)
 
 
 # ----------------------------------------------------------------------------
@@ -375,12 +151,12 @@ def coordinate_loss(pred, target, *, distance: str = "smooth_l1",
     scalar float32.
   """
   fn = distance_fn(distance)
-  _check_rank(pred, 3, "pred", "[B, N, 2] (x, y)")
+  distribution.check_rank(pred, 3, "pred", "[B, N, 2] (x, y)")
   pred_shape, target_shape = tuple(jnp.shape(pred)), tuple(jnp.shape(target))
   if pred_shape != target_shape or pred_shape[-1] != 2:
     raise ValueError(f"pred and target must both be [B, N, 2]; got "
                      f"{pred_shape} and {target_shape}.")
-  err = _as_compute(target) - _as_compute(pred)
+  err = distribution.as_compute(target) - distribution.as_compute(pred)
   if on == "coordinates":
     return jnp.mean(fn(err))
   if on != "norm":
@@ -462,15 +238,12 @@ def value_restriction(eigenvalues: jax.Array, form: str = "code") -> jax.Array:
   raise ValueError(f"value_form must be one of {VALUE_FORMS}; got {form!r}.")
 
 
-def star_loss_per_point(heatmaps, landmarks, *, distance: str = "smooth_l1",
-                        w: float = 1.0, restriction: str = "value",
-                        value_form: str = "code", eps: float = 1e-5,
-                        eigenvalue_clamp: Optional[Sequence[float]] = None
-                        ) -> jax.Array:
-  """STAR loss per landmark, `[B, N]` (see `star_loss` for the arguments)."""
-  dist = distance_fn(distance)
-  if restriction not in RESTRICTIONS:
-    raise ValueError(f"restriction must be one of {RESTRICTIONS}; got "
+def check_star_options(restriction: str, value_form: str,
+                       eigenvalue_clamp: Optional[Sequence[float]],
+                       restrictions: Sequence[str] = RESTRICTIONS) -> None:
+  """ValueError unless the STAR options are valid (`restrictions`: allowed)."""
+  if restriction not in restrictions:
+    raise ValueError(f"restriction must be one of {tuple(restrictions)}; got "
                      f"{restriction!r}.")
   if value_form not in VALUE_FORMS:
     raise ValueError(f"value_form must be one of {VALUE_FORMS}; got "
@@ -480,30 +253,68 @@ def star_loss_per_point(heatmaps, landmarks, *, distance: str = "smooth_l1",
     raise ValueError("eigenvalue_clamp must be None or (low, high) with "
                      "low <= high, e.g. (1e-6, 1e2); got "
                      f"{eigenvalue_clamp!r}.")
-  check_heatmaps(heatmaps)
-  _check_landmarks(landmarks, heatmaps)
-  pca = distribution_pca(heatmaps, eps)
-  eigenvalues, eigenvectors = pca.eigenvalues, pca.eigenvectors
+
+
+def star_loss_from_moments(mean, covariance, target, *,
+                           distance: str = "smooth_l1", w: float = 1.0,
+                           restriction: str = "value",
+                           value_form: str = "code", eps: float = 1e-5,
+                           eigenvalue_clamp: Optional[Sequence[float]] = None
+                           ) -> jax.Array:
+  """Eq. 6 (+ eq. 7) on a given mean and covariance, per landmark `[...]`.
+
+  The part of STAR after the heatmap PCA: the covariance's closed-form
+  eigen-decomposition, the optional clamp, the detach restriction, eq. 6
+  (in the exact `e^T (S + eps I)^(-1/2) e` form for distance "l2") and the
+  value restriction. `star_loss_per_point` feeds it a heatmap's moments,
+  `star_jax.regression` predicted ones. Options as `star_loss`; they are
+  not validated here (`check_star_options`).
+
+  Args:
+    mean: `[..., 2]` (x, y) mu.
+    covariance: `[..., 2, 2]` symmetric Sigma, on the scale of `mean`.
+    target: `[..., 2]` ground truth.
+  """
+  dist = distance_fn(distance)
+  covariance = distribution.as_compute(covariance)
+  mean = jnp.asarray(mean).astype(covariance.dtype)
+  eigenvalues, eigenvectors = distribution.symmetric_eigh_2x2(covariance)
+  psd = eigenvalues[..., 0] >= 0
   if eigenvalue_clamp is not None:
     low, high = eigenvalue_clamp
     eigenvalues = jnp.clip(eigenvalues, low, high)
   if restriction == "detach":
     eigenvalues = jax.lax.stop_gradient(eigenvalues)
     eigenvectors = jax.lax.stop_gradient(eigenvectors)
-  error = _as_compute(landmarks).astype(pca.mean.dtype) - pca.mean
+  error = distribution.as_compute(target).astype(mean.dtype) - mean
   loss = ambiguity_guided_decomposition(error, eigenvalues, eigenvectors, dist,
                                         eps)
   if distance == "l2" and eigenvalue_clamp is None:
     # Same value, but differentiable at l1 == l2 (see module docstring).
-    covariance = pca.covariance
     if restriction == "detach":
       covariance = jax.lax.stop_gradient(covariance)
-    psd = pca.eigenvalues[..., 0] >= 0
     loss = jnp.where(psd, inverse_sqrt_quadratic_form(error, covariance, eps),
                      loss)
   if restriction == "value":
     loss = loss + w * value_restriction(eigenvalues, value_form)
   return loss
+
+
+def star_loss_per_point(heatmaps, landmarks, *, distance: str = "smooth_l1",
+                        w: float = 1.0, restriction: str = "value",
+                        value_form: str = "code", eps: float = 1e-5,
+                        eigenvalue_clamp: Optional[Sequence[float]] = None
+                        ) -> jax.Array:
+  """STAR loss per landmark, `[B, N]` (see `star_loss` for the arguments)."""
+  distance_fn(distance)
+  check_star_options(restriction, value_form, eigenvalue_clamp)
+  distribution.check_heatmaps(heatmaps)
+  distribution.check_landmarks(landmarks, heatmaps)
+  pca = distribution.distribution_pca(heatmaps, eps)
+  return star_loss_from_moments(
+      pca.mean, pca.covariance, landmarks, distance=distance, w=w,
+      restriction=restriction, value_form=value_form, eps=eps,
+      eigenvalue_clamp=eigenvalue_clamp)
 
 
 def star_loss(heatmaps, landmarks, *, distance: str = "smooth_l1",
@@ -572,13 +383,13 @@ def awing_heatmap_loss(pred, target, *, omega: float = 14.0,
   Returns:
     scalar float32.
   """
-  _check_rank(pred, 4, "pred", "[B, C, H, W]")
+  distribution.check_rank(pred, 4, "pred", "[B, C, H, W]")
   if tuple(jnp.shape(pred)) != tuple(jnp.shape(target)):
     raise ValueError(f"pred and target must have the same [B, C, H, W] shape; "
                      f"got {tuple(jnp.shape(pred))} and "
                      f"{tuple(jnp.shape(target))}.")
-  pred = _as_compute(pred)
-  target = _as_compute(target).astype(pred.dtype)
+  pred = distribution.as_compute(pred)
+  target = distribution.as_compute(target).astype(pred.dtype)
   loss = _awing(jnp.abs(pred - target), target, omega, theta, epsilon, alpha)
   if use_weight_map:
     loss = loss * awing_weight_map(target)
@@ -592,8 +403,8 @@ def gaussian_heatmaps(landmarks, height: int, width: int,
   `sigma` is in heatmap pixels: on the grid `linspace(-1, 1, W)` one pixel is
   `2 / (W - 1)` (and `2 / (H - 1)` in y). Each map sums to 1.
   """
-  landmarks = _as_compute(landmarks)
-  xs, ys = coordinate_grid(height, width, dtype=landmarks.dtype)
+  landmarks = distribution.as_compute(landmarks)
+  xs, ys = distribution.coordinate_grid(height, width, dtype=landmarks.dtype)
   sx = sigma * 2.0 / (width - 1)
   sy = sigma * 2.0 / (height - 1)
   gx = jnp.exp(-0.5 * ((xs - landmarks[..., 0:1]) / sx) ** 2)  # [B, N, W]
@@ -634,8 +445,8 @@ def distribution_regularization(heatmaps, landmarks,
   Returns:
     scalar float32.
   """
-  check_heatmaps(heatmaps)
-  _check_landmarks(landmarks, heatmaps)
-  probs = normalize_heatmaps(_as_compute(heatmaps))
+  distribution.check_heatmaps(heatmaps)
+  distribution.check_landmarks(landmarks, heatmaps)
+  probs = distribution.normalize_heatmaps(distribution.as_compute(heatmaps))
   target = gaussian_heatmaps(landmarks, *probs.shape[-2:], sigma=sigma)
   return jnp.mean(js_divergence(probs, target.astype(probs.dtype)))

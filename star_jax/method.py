@@ -7,6 +7,14 @@ linspace(-1, 1, h)) go back to crop pixels with the inverse of the ground
 truth's normalisation (landmarks.coordinates), then to original pixels with
 `batch["crop_to_image"]`.
 
+With `model.head="regression"` (star_jax/regression.py, our own formulation)
+the last stack predicts the points' normalised coordinates and a covariance
+directly; training uses `objective.regression_training_loss`
+(`loss.regression`: star | smooth_l1 | nll) and the prediction is the
+predicted mean, mapped back to pixels as the soft-argmax is, so evaluation,
+NME and reports are the heatmap head's. The covariance is in the model's
+output ("covariance", normalised crop units) for uncertainty use.
+
 Evaluation: NME (normaliser `config.eval.normaliser`, e.g. "wflw" outer eye
 corners), FR and AUC at `config.eval.threshold`, for each eval split, plus
 per-subset (300W common/challenge) and per-attribute (WFLW pose, ...) values,
@@ -35,11 +43,14 @@ import numpy as np
 
 from data import schemes as schemes_lib
 from landmarks import coordinates
+from landmarks import distribution
 from landmarks import metrics as metrics_lib
 from star_jax import data as data_lib
-from star_jax import loss as loss_lib
 from star_jax import model as model_lib
 from star_jax import objective
+from star_jax import regression
+from star_jax import report
+from training import errors
 from training import method as method_base
 
 
@@ -58,8 +69,16 @@ def decode_predictions(outputs: Sequence[Dict[str, jax.Array]],
 def decode_crop_points(outputs: Sequence[Dict[str, jax.Array]],
                        crop_size: int, align_corners: bool = False
                        ) -> jax.Array:
-  """Soft-argmax of the last stack's heatmaps -> `[B, N, 2]` crop pixels."""
-  coords = loss_lib.soft_argmax(outputs[-1]["heatmaps"])
+  """Soft-argmax of the last stack's heatmaps -> `[B, N, 2]` crop pixels.
+
+  The regression head's output (a "mean" in the normalised frame instead of
+  heatmaps) is mapped back the same way.
+  """
+  last = outputs[-1]
+  if "mean" in last:
+    coords = last["mean"]
+  else:
+    coords = distribution.soft_argmax(last["heatmaps"])
   return coordinates.denormalise_landmarks(coords, crop_size, align_corners)
 
 
@@ -72,13 +91,25 @@ def model_from_config(config, scheme) -> model_lib.StackedHourglass:
       m.get("dtype", "float32")]
   edges = tuple(tuple(int(i) for i in e) for e in scheme.edges)
   use_aam = bool(m.get("use_aam", True)) and bool(edges)
+  head = m.get("head", "heatmap")
+  if head not in model_lib.HEADS:
+    raise errors.UserError(f"config.model.head must be one of "
+                           f"{model_lib.HEADS}; got {head!r}.")
+  extra = {}
+  if head == "regression":
+    if use_aam:
+      raise errors.UserError(
+          "config.model.head='regression' predicts coordinates, AAM needs "
+          "heatmaps: set --config.model.use_aam=False.")
+    extra = dict(head=head, regression_min_std=float(
+        m.get("regression_min_std", regression.MIN_STD)))
   return model_lib.StackedHourglass(
       num_points=scheme.num_points, edges=edges if use_aam else (),
       num_stacks=int(m.num_stacks), depth=int(m.depth), width=int(m.width),
       use_aam=use_aam,
       heatmap_activation=m.get("heatmap_activation", "instance_norm_relu"),
       dtype=dtype, input_bgr=bool(m.get("input_bgr", False)),
-      conv3x3=m.get("conv3x3", "auto"))
+      conv3x3=m.get("conv3x3", "auto"), **extra)
 
 
 class StarMethod(method_base.Method):
@@ -107,6 +138,9 @@ class StarMethod(method_base.Method):
     self.crop_size = int(config.data.crop_size)
     self.loss_settings = objective.LossSettings.from_config(config.get("loss", None))
     self.model = model_from_config(config, self.scheme)
+    self.regression_loss = (
+        objective.regression_loss_name(config)
+        if self.model.head == "regression" else None)
     self.best_metric = config.get("best_metric", None)
     self._data = data
 
@@ -145,9 +179,14 @@ class StarMethod(method_base.Method):
     outputs, new_state = self.model.apply(
         {"params": params, **model_state}, batch["image"], train=True,
         mutable=list(model_state.keys()))
-    loss, terms = objective.star_training_loss(outputs, batch["landmarks"],
-                                     self.loss_settings, self.scheme,
-                                     self.crop_size)
+    if self.regression_loss is None:
+      loss, terms = objective.star_training_loss(outputs, batch["landmarks"],
+                                       self.loss_settings, self.scheme,
+                                       self.crop_size)
+    else:
+      loss, terms = objective.regression_training_loss(
+          outputs, batch["landmarks"], self.loss_settings,
+          self.regression_loss, self.crop_size)
     _, pred = decode_predictions(outputs, batch["crop_to_image"],
                                  self.crop_size,
                                  self.loss_settings.align_corners)
@@ -157,7 +196,8 @@ class StarMethod(method_base.Method):
     return loss, (dict(new_state), terms)
 
   def predict_crop_points(self, params, model_state, images) -> jax.Array:
-    """`[B, S, S, 3]` uint8 crops -> `[B, N, 2]` soft-argmax points, crop px."""
+    """`[B, S, S, 3]` uint8 crops -> `[B, N, 2]` soft-argmax (or regressed)
+    points, crop px."""
     outputs = self.model.apply({"params": params, **model_state}, images,
                                train=False)
     return decode_crop_points(outputs, self.crop_size,
@@ -221,7 +261,6 @@ class StarMethod(method_base.Method):
       outputs: split -> "raw" | "ema" -> `eval_step` outputs over the split.
       info: checkpoint step / path / which, config path.
     """
-    from star_jax import report  # pylint: disable=g-import-not-at-top
     evaluations = {}
     for split, variants in outputs.items():
       first = next(iter(variants.values()))

@@ -28,6 +28,14 @@ Deviations from the public code, all deliberate:
   * BatchNorm's running variance uses the biased batch variance (see
     `layers.batch_norm`).
 
+Regression head (`head="regression"`, star_jax/regression.py, our own
+formulation, not the paper's): the last stack's feature map goes to a
+`RegressionHead` that predicts per landmark a mean (normalised crop frame)
+and a covariance (Cholesky parameters) instead of heatmaps. The earlier
+stacks keep their heatmap heads only as the features the next stack is built
+from (merge convs, boundary channels); no loss supervises them, and the last
+stack has no heatmap head. AAM needs heatmaps, so it is off with this head.
+
 Mixed precision: `dtype=jnp.bfloat16` runs convolutions, matmuls and
 BatchNorm normalisation in bfloat16 with float32 parameters and float32
 BatchNorm statistics; heads are cast to float32 before their activations, and
@@ -53,8 +61,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data import schemes
 from star_jax import aam
 from star_jax import layers
+from star_jax import regression
+
+HEADS = ("heatmap", "regression")
 
 Dtype = Any
 
@@ -152,6 +164,10 @@ class StackedHourglass(nn.Module):
     use_aam: AAM on (point and edge heads, fused heatmaps) or off.
     heatmap_activation: "instance_norm_relu" (public code) or "softmax"
       (spatial softmax, for the DR variant's Jensen-Shannon regulariser).
+    head: "heatmap" (STAR's heatmaps, the default) or "regression" (the last
+      stack's `regression.RegressionHead`; see the module docstring).
+    regression_min_std: the regression head's smallest standard deviation
+      (normalised crop units).
     dtype: compute dtype (jnp.float32 or jnp.bfloat16); parameters are f32.
     input_bgr: reverse the input channels (official checkpoints expect BGR).
     conv3x3: how the ResBlocks' 3x3 convolutions compute: "auto" (Winograd
@@ -169,6 +185,8 @@ class StackedHourglass(nn.Module):
   dtype: Dtype = jnp.float32
   input_bgr: bool = False
   conv3x3: str = "auto"
+  head: str = "heatmap"
+  regression_min_std: float = regression.MIN_STD
 
   def _check(self, images: jax.Array):
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -188,6 +206,11 @@ class StackedHourglass(nn.Module):
     if self.use_aam and not self.edges:
       raise ValueError("use_aam=True needs the scheme's edges (a tuple of "
                        "point-index tuples); pass edges=... or use_aam=False.")
+    if self.head not in HEADS:
+      raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
+    if self.head == "regression" and self.use_aam:
+      raise ValueError("head='regression' has no heatmaps for AAM; use "
+                       "use_aam=False.")
     if self.num_stacks < 1 or self.depth < 1:
       raise ValueError("num_stacks and depth must be >= 1, got "
                        f"{self.num_stacks} and {self.depth}.")
@@ -208,6 +231,9 @@ class StackedHourglass(nn.Module):
           (AAM-fused when use_aam, else the activated heatmaps);
         "pointmaps" `[B, N, h, h]` and "edgemaps" `[B, E, h, h]`: after the
           sigmoid, what AWing is applied to (only when use_aam).
+      With head="regression", one dict (the last stack's head): "mean"
+      `[B, N, 2]` (x, y) in the normalised crop frame, "cholesky" and
+      "covariance" `[B, N, 2, 2]`.
     """
     self._check(images)
     n = self.num_points
@@ -227,6 +253,10 @@ class StackedHourglass(nn.Module):
                                name=f"feature_conv_{i}")(feature)
       feature = nn.relu(
           layers.batch_norm(train, self.dtype, f"feature_bn_{i}")(feature))
+      if self.head == "regression" and i == self.num_stacks - 1:
+        return [regression.RegressionHead(
+            n, self.width, min_std=self.regression_min_std, dtype=self.dtype,
+            name="regression_head")(feature, train)]
 
       logits = layers.Conv1x1(n, self.dtype, name=f"heatmap_head_{i}")(feature)
       heatmaps = aam.activate_heatmaps(logits, self.heatmap_activation)
@@ -264,7 +294,6 @@ def from_scheme(num_points, **kwargs) -> StackedHourglass:
     num_points: 98, 68 or 29 (or a scheme name `get_scheme` accepts).
     **kwargs: other StackedHourglass fields.
   """
-  from data import schemes  # pylint: disable=g-import-not-at-top
   scheme = schemes.get_scheme(num_points)
   edges = tuple(tuple(int(i) for i in e) for e in scheme.edges)
   kwargs.setdefault("use_aam", bool(edges))

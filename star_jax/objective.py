@@ -18,6 +18,17 @@ For stacks i = 0..S-1 with weight 2^i / 2^(S-1) (public code):
   * Ground truth is normalised to the decoder scale with align_corners=False,
     `(2p + 1) / S - 1`, clamped to [-1, 1] (public code); `loss.align_corners
     =True` uses `2p / (S - 1) - 1` (landmarks.coordinates).
+
+With the regression head (`model.head="regression"`, star_jax/regression.py,
+our own formulation) `regression_training_loss` replaces eq. 10: one loss on
+the last stack's predicted mean and covariance, chosen by `loss.regression`
+(`REGRESSION_LOSSES`): "star" (STAR's eq. 6 + restriction on the predicted
+covariance, with `loss.distance`, `loss.w`, `loss.restriction`,
+`loss.value_form`, `loss.eigenvalue_clamp`), "smooth_l1" (eq. 2 on the mean,
+`loss.distance`, `loss.baseline_on`) or "nll" (Gaussian negative
+log-likelihood). Ground truth is normalised as for the heatmaps.
+`loss.regression` is a key only the regression configs have; `LossSettings`
+leaves it to `regression_loss_name`.
 """
 
 from __future__ import annotations
@@ -29,10 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import common
 from data import schemes as schemes_lib
 from data import targets as targets_lib
 from landmarks import coordinates
+from landmarks import distribution
 from star_jax import loss as loss_lib
+from star_jax import regression
 from training import errors
 
 
@@ -41,28 +55,36 @@ def stack_weights(num_stacks: int) -> np.ndarray:
   return np.array([2.0**i / 2.0**(num_stacks - 1) for i in range(num_stacks)])
 
 
+_DEFAULTS = common.star().loss
+
+
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
-  """`config.loss` as a hashable record (defaults: the public STAR code)."""
-  star: bool = True
-  distance: str = "smooth_l1"
-  w: float = 1.0
-  restriction: str = "value"
-  value_form: str = "code"
-  eigenvalue_clamp: Optional[tuple] = None
-  star_weight: float = 1.0
-  pointmap_weight: float = 10.0
-  edgemap_weight: float = 10.0
-  dr_weight: float = 0.0
-  dr_sigma: float = 1.0
-  align_corners: bool = False
-  baseline_on: str = "norm"
-  target_mode: str = "public"
+  """`config.loss` as a hashable record.
+
+  Defaults: configs/common.py `star().loss` (the public STAR code's
+  settings), read from there so they are set once.
+  """
+  star: bool = _DEFAULTS.star
+  distance: str = _DEFAULTS.distance
+  w: float = _DEFAULTS.w
+  restriction: str = _DEFAULTS.restriction
+  value_form: str = _DEFAULTS.value_form
+  eigenvalue_clamp: Optional[tuple] = _DEFAULTS.eigenvalue_clamp
+  star_weight: float = _DEFAULTS.star_weight
+  pointmap_weight: float = _DEFAULTS.pointmap_weight
+  edgemap_weight: float = _DEFAULTS.edgemap_weight
+  dr_weight: float = _DEFAULTS.dr_weight
+  dr_sigma: float = _DEFAULTS.dr_sigma
+  align_corners: bool = _DEFAULTS.align_corners
+  baseline_on: str = _DEFAULTS.baseline_on
+  target_mode: str = _DEFAULTS.target_mode
 
   @classmethod
   def from_config(cls, cfg) -> "LossSettings":
     known = {f.name for f in dataclasses.fields(cls)}
     values = dict(cfg.items()) if cfg is not None else {}
+    values.pop("regression", None)  # regression_loss_name's key.
     unknown = sorted(set(values) - known)
     if unknown:
       raise errors.UserError(f"unknown config.loss keys {unknown}; known: "
@@ -117,7 +139,7 @@ def star_training_loss(outputs: Sequence[Dict[str, jax.Array]],
           eigenvalue_clamp=settings.eigenvalue_clamp)
     else:
       coord = loss_lib.coordinate_loss(
-          loss_lib.soft_argmax(heatmaps), gt, distance=settings.distance,
+          distribution.soft_argmax(heatmaps), gt, distance=settings.distance,
           on=settings.baseline_on)
     stack_loss = settings.star_weight * coord
     add("loss_coordinates", coord)
@@ -135,3 +157,79 @@ def star_training_loss(outputs: Sequence[Dict[str, jax.Array]],
       add("loss_dr", dr)
     total = total + weight * stack_loss
   return total, terms
+
+
+# ------------------------------------------------- the regression head ----
+
+REGRESSION_LOSSES = ("star", "smooth_l1", "nll")
+
+
+def regression_loss_name(config) -> str:
+  """`config.loss.regression` for `config.model.head="regression"`, checked.
+
+  Raises training.errors.UserError for an unknown name and for loss settings
+  that only the heatmap head has a meaning for.
+  """
+  loss_cfg = config.get("loss", None)
+  name = loss_cfg.get("regression", "star") if loss_cfg is not None else "star"
+  if name not in REGRESSION_LOSSES:
+    raise errors.UserError(
+        f"config.loss.regression must be one of {REGRESSION_LOSSES}; got "
+        f"{name!r}.")
+  settings = LossSettings.from_config(loss_cfg)
+  if not settings.star:
+    raise errors.UserError(
+        "config.loss.star=False selects the heatmap baseline; with "
+        "model.head='regression' choose the loss with "
+        "--config.loss.regression=smooth_l1 (or star, nll) instead.")
+  if settings.dr_weight:
+    raise errors.UserError(
+        "config.loss.dr_weight > 0 regularises heatmaps; the regression head "
+        "has none: set --config.loss.dr_weight=0.")
+  if name == "star" and settings.restriction not in regression.RESTRICTIONS:
+    raise errors.UserError(
+        f"config.loss.restriction={settings.restriction!r}: with a predicted "
+        "covariance the STAR loss falls to 0 as the covariance grows; use "
+        f"one of {regression.RESTRICTIONS}.")
+  return name
+
+
+def regression_training_loss(outputs: Sequence[Dict[str, jax.Array]],
+                             landmarks: jax.Array, settings: LossSettings,
+                             name: str, crop_size: int,
+                             ) -> tuple[jax.Array, Dict[str, jax.Array]]:
+  """The regression head's loss (module docstring) on the last stack.
+
+  Args:
+    outputs: the model's list; its last dict has "mean" `[B, N, 2]` and
+      "covariance" `[B, N, 2, 2]` (normalised crop frame).
+    landmarks: `[B, N, 2]` ground truth in crop pixels.
+    settings: loss settings (distance, w, restriction, ...).
+    name: one of `REGRESSION_LOSSES`.
+    crop_size: S, the side of the crop in pixels.
+
+  Returns:
+    (scalar loss, metrics): "loss_coordinates" (the loss) and "std_px", the
+    mean over landmarks of sqrt(trace(Sigma) / 2) in crop pixels.
+  """
+  out = outputs[-1]
+  mean, cov = out["mean"], out["covariance"]
+  gt = coordinates.normalise_landmarks(landmarks.astype(jnp.float32), crop_size,
+                                       settings.align_corners, clamp=True)
+  if name == "star":
+    value = regression.star_regression_loss(
+        mean, cov, gt, distance=settings.distance, w=settings.w,
+        restriction=settings.restriction, value_form=settings.value_form,
+        eigenvalue_clamp=settings.eigenvalue_clamp)
+  elif name == "smooth_l1":
+    value = regression.smooth_l1_mean_loss(mean, gt,
+                                           distance=settings.distance,
+                                           on=settings.baseline_on)
+  elif name == "nll":
+    value = regression.gaussian_nll(mean, cov, gt)
+  else:
+    raise ValueError(f"unknown regression loss {name!r}; expected one of "
+                     f"{REGRESSION_LOSSES}.")
+  trace = cov[..., 0, 0] + cov[..., 1, 1]
+  std_px = jnp.mean(jnp.sqrt(0.5 * trace)) * 0.5 * crop_size
+  return value, {"loss_coordinates": value, "std_px": std_px}

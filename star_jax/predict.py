@@ -69,8 +69,6 @@ from data import transforms
 from data.readers import common as readers_common
 from data.readers import pts as pts_reader
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp",
-                    ".tif", ".tiff")
 MAX_OUTSIDE_FRACTION = 0.5
 
 
@@ -359,12 +357,13 @@ def list_images(folder: str) -> List[str]:
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"--images {folder} is not a folder")
   names = sorted(f for f in os.listdir(folder)
-                 if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+                 if readers_common.is_image_file(f))
   paths = [os.path.join(folder, f) for f in names]
   paths = [p for p in paths if os.path.isfile(p)]
   if not paths:
-    raise FileNotFoundError(f"--images {folder} holds no image files "
-                            f"({', '.join(IMAGE_EXTENSIONS)})")
+    raise FileNotFoundError(
+        f"--images {folder} holds no image files "
+        f"({', '.join(readers_common.IMAGE_EXTENSIONS)})")
   return paths
 
 

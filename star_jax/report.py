@@ -45,6 +45,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from landmarks import metrics as metrics_lib
+from landmarks import plots
 
 # WFLW columns in the paper's order: (group names accepted, header). The
 # WFLW reader names make-up "makeup"; landmarks.metrics uses "make-up".
@@ -289,7 +290,6 @@ def write_report(workdir: str, evaluations: Mapping[str, SplitEvaluation],
   Returns:
     the results.json content.
   """
-  from landmarks import plots  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   report = build_report(evaluations, **kwargs)
   with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -16,6 +16,7 @@ from PIL import Image
 import pytest
 
 from configs import common
+from landmarks import metrics
 from sce_mae_jax import ablation
 from sce_mae_jax import backbone
 from sce_mae_jax import detection
@@ -205,7 +206,7 @@ def test_references_equal_hand_computations(runs):
 def test_bootstrap_uses_the_saved_per_pair_errors(runs):
   saved = np.load(runs["tmp"] / "full" / "matching_errors.npz")
   for tag in ("same", "diff"):
-    want = matching.paired_bootstrap(saved[f"d_{tag}"], saved[f"b_{tag}"],
+    want = metrics.paired_bootstrap(saved[f"d_{tag}"], saved[f"b_{tag}"],
                                      seed=runs["config"].seed)
     got = runs["full"]["bootstrap"]["d-b"][tag]
     assert got["mean_difference"] == pytest.approx(want["mean_difference"])

@@ -24,7 +24,7 @@ from torch import nn  # pylint: disable=g-import-not-at-top
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
 from star_jax import convert_official  # pylint: disable=g-import-not-at-top
-from star_jax import loss as loss_lib  # pylint: disable=g-import-not-at-top
+from landmarks import distribution  # pylint: disable=g-import-not-at-top
 from star_jax import method as method_lib  # pylint: disable=g-import-not-at-top
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,7 +295,7 @@ def test_converted_model_equals_public_network(small_case):
     for key in ("heatmaps", "pointmaps", "edgemaps"):
       np.testing.assert_allclose(np.asarray(o[key]), t[key], rtol=0,
                                  atol=1e-4, err_msg=f"stack {i} {key}")
-    coords = np.asarray(loss_lib.soft_argmax(o["heatmaps"]))
+    coords = np.asarray(distribution.soft_argmax(o["heatmaps"]))
     np.testing.assert_allclose(coords, t["landmarks"], rtol=0, atol=1e-4,
                                err_msg=f"stack {i} landmarks")
   # Pixels as our eval decodes them vs the public demo's denorm_points

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial import distance as scipy_distance
 
+from landmarks import distribution
 from star_jax import loss
 
 # ----------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def test_soft_argmax_one_hot_and_reference():
   hm = np.zeros((1, 2, h, w), np.float32)
   hm[0, 0, 1, 7] = 3.0
   hm[0, 1] = np.random.default_rng(0).random((h, w))
-  out = np.asarray(loss.soft_argmax(hm))
+  out = np.asarray(distribution.soft_argmax(hm))
   xs, ys = ref_grid(h, w)
   np.testing.assert_allclose(out[0, 0], [xs[7], ys[1]], atol=1e-6)
   mean, _, _, _ = ref_pca(hm[0, 1])
@@ -135,7 +136,7 @@ def test_soft_argmax_one_hot_and_reference():
 def test_distribution_pca_matches_reference():
   rng = np.random.default_rng(1)
   hm = gaussian_blobs(rng, 2, 3, 12, 10).astype(np.float32)
-  pca = loss.distribution_pca(hm)
+  pca = distribution.distribution_pca(hm)
   for i, j in itertools.product(range(2), range(3)):
     mean, cov, evals, evecs = ref_pca(hm[i, j])
     np.testing.assert_allclose(pca.mean[i, j], mean, atol=1e-6)
@@ -154,7 +155,7 @@ def test_constant_heatmap_covariance_is_isotropic_grid_variance():
   var = np.mean(xs ** 2)
   v1, v2 = 1 + 1e-5, 1 / 64 + 1e-5
   expected = var / (v1 - v2 / v1)
-  pca = loss.distribution_pca(np.ones((1, 1, 8, 8), np.float32))
+  pca = distribution.distribution_pca(np.ones((1, 1, 8, 8), np.float32))
   np.testing.assert_allclose(pca.eigenvalues[0, 0], [expected, expected],
                              rtol=1e-5)
   np.testing.assert_allclose(pca.eigenvectors[0, 0], np.eye(2), atol=1e-6)
@@ -188,7 +189,7 @@ def test_symmetric_eigh_2x2_matches_numpy_eigh():
   rng = np.random.default_rng(2)
   mats = _random_test_matrices(rng, 12000)
   assert mats.shape[0] >= 10000
-  evals, evecs = jax.jit(loss.symmetric_eigh_2x2)(mats)
+  evals, evecs = jax.jit(distribution.symmetric_eigh_2x2)(mats)
   evals = np.asarray(evals, np.float64)
   evecs = np.asarray(evecs, np.float64)
   ref_vals, ref_vecs = np.linalg.eigh(mats.astype(np.float64))
@@ -218,7 +219,7 @@ def test_symmetric_eigh_2x2_matches_numpy_eigh():
 
 def test_symmetric_eigh_2x2_gradients_finite_at_isotropy():
   def f(m):
-    vals, vecs = loss.symmetric_eigh_2x2(m)
+    vals, vecs = distribution.symmetric_eigh_2x2(m)
     return jnp.sum(vals * jnp.array([1.0, 2.0])) + jnp.sum(vecs * vecs[::-1])
   for m in [np.zeros((2, 2)), np.eye(2), 3 * np.eye(2)]:
     g = jax.grad(f)(jnp.asarray(m, jnp.float32))
@@ -360,7 +361,7 @@ def test_star_loss_l2_grad_at_and_near_isotropy():
     f = jax.jit(lambda h: loss.star_loss(h, lm, distance="l2"))
     grad = jax.jit(jax.grad(f))
     base = _square_symmetrised(rng.random((1, 1, 8, 8)))
-    pca = loss.distribution_pca(jnp.asarray(base))
+    pca = distribution.distribution_pca(jnp.asarray(base))
     assert pca.eigenvalues[0, 0, 0] == pca.eigenvalues[0, 0, 1]
     g = grad(jnp.asarray(base))
     for k in range(4):
@@ -371,7 +372,7 @@ def test_star_loss_l2_grad_at_and_near_isotropy():
                                                      1e-5),
                                  rtol=1e-6, atol=1e-10)
     near = jnp.asarray(base + 1e-4 * rng.random(base.shape))
-    vals = loss.distribution_pca(near).eigenvalues[0, 0]
+    vals = distribution.distribution_pca(near).eigenvalues[0, 0]
     assert 0 < (vals[1] - vals[0]) / vals[1] < 1e-3
     g = grad(near)
     for _ in range(3):
@@ -391,7 +392,7 @@ def test_detach_gradient_equals_constant_eigen_formulation():
     _, _, evals[i, j], evecs[i, j] = ref_pca(hm[i, j])
 
   def manual(h):  # Only the mean depends on h; eigen terms are constants.
-    e = jnp.asarray(lm) - loss.soft_argmax(h)
+    e = jnp.asarray(lm) - distribution.soft_argmax(h)
     proj = jnp.einsum("bnki,bnk->bni", jnp.asarray(evecs, jnp.float32), e)
     return jnp.mean(jnp.sum(
         loss.smooth_l1_distance(proj)
@@ -431,7 +432,7 @@ def test_no_nan_or_inf_on_degenerate_heatmaps(name):
     assert np.isfinite(value), (distance, restriction)
     assert np.all(np.isfinite(gh)) and np.all(np.isfinite(gl)), (
         distance, restriction)
-  for fn in (loss.soft_argmax, loss.distribution_pca):
+  for fn in (distribution.soft_argmax, distribution.distribution_pca):
     for leaf in jax.tree_util.tree_leaves(jax.jit(fn)(batch)):
       assert np.all(np.isfinite(leaf))
   g = _dr_grad(batch, lm)
@@ -446,7 +447,7 @@ def test_tiny_sum_heatmap_is_finite_where_public_formula_is_not():
   hm = 5e-10 * np.stack([two, two.T])[None]  # [1, 2, 8, 8]
   _, _, evals, _ = ref_pca(hm[0, 0])
   assert evals[0] + 1e-5 < 0  # The reference would NaN.
-  pca = jax.jit(loss.distribution_pca)(hm.astype(np.float32))
+  pca = jax.jit(distribution.distribution_pca)(hm.astype(np.float32))
   np.testing.assert_allclose(pca.eigenvalues[0, 0], evals, rtol=1e-3,
                              atol=1e-6)
   for distance in loss.DISTANCES:
@@ -482,7 +483,7 @@ def test_bf16_inputs_computed_in_float32():
   want = ref_star(np.asarray(hm, np.float64), np.asarray(lm, np.float64))
   # Exact to float32 on the bf16 values; bf16 arithmetic would be ~1e-2 off.
   np.testing.assert_allclose(float(got), want, rtol=2e-4)
-  assert loss.soft_argmax(hm).dtype == jnp.float32
+  assert distribution.soft_argmax(hm).dtype == jnp.float32
   assert loss.awing_heatmap_loss(hm, hm).dtype == jnp.float32
 
 
@@ -508,7 +509,7 @@ def test_bad_inputs_raise_value_error():
   # Under jit: shapes are still checked, values (tracers) are not.
   with pytest.raises(ValueError, match=r"\[B, N, 2\]"):
     jax.jit(loss.star_loss)(hm, lm[:, :2])
-  assert np.isfinite(jax.jit(loss.soft_argmax)(-hm)).all()
+  assert np.isfinite(jax.jit(distribution.soft_argmax)(-hm)).all()
 
 
 # ----------------------------------------------------------------------------

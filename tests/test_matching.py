@@ -296,37 +296,6 @@ def test_evaluate_matching_matches_the_rounded_source_pixel():
   np.testing.assert_allclose(got["same_errors"], 0.0, atol=1e-3)
 
 
-def test_paired_bootstrap_hand_cases():
-  rng = np.random.default_rng(9)
-  b = rng.uniform(0, 5, (40, 5))
-  res = matching.paired_bootstrap(b + 1.0, b)
-  assert res["mean_difference"] == pytest.approx(1.0, abs=1e-12)
-  assert res["low"] == pytest.approx(1.0, abs=1e-12)
-  assert res["high"] == pytest.approx(1.0, abs=1e-12)
-  assert res["num_pairs"] == 40 and res["num_samples"] == 2000
-  # Pairs, not landmarks, are resampled: two pairs with differences 0 and 2
-  # (each constant over landmarks) give bootstrap means 0, 1, 2 only, with
-  # probabilities 1/4, 1/2, 1/4 -> the 95 % interval is [0, 2].
-  a = np.array([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]])
-  res = matching.paired_bootstrap(a, np.zeros_like(a), num_samples=4000)
-  assert res["mean_difference"] == pytest.approx(1.0)
-  assert (res["low"], res["high"]) == (0.0, 2.0)
-  # Per-pair means: a pair-constant difference with landmark noise that
-  # cancels within each pair is the first hand case again.
-  noise = np.array([[1.0, -1.0], [3.0, -3.0], [0.5, -0.5]])
-  res = matching.paired_bootstrap(noise + 0.5, np.zeros_like(noise))
-  assert (res["low"], res["high"]) == (pytest.approx(0.5),
-                                       pytest.approx(0.5))
-  # Deterministic in the seed; 1-D errors work; bad shapes raise.
-  x, y = rng.uniform(size=30), rng.uniform(size=30)
-  assert (matching.paired_bootstrap(x, y, seed=1) ==
-          matching.paired_bootstrap(x, y, seed=1))
-  r = matching.paired_bootstrap(x, y, seed=1)
-  assert r["low"] < r["mean_difference"] < r["high"]
-  with pytest.raises(ValueError):
-    matching.paired_bootstrap(x, y[:-1])
-
-
 def test_write_result_keeps_the_per_pair_errors(tmp_path):
   images, lms = faces(4, seed=10)
   res = matching.baseline_matching(matching.make_pairs(images, lms))

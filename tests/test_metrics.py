@@ -179,3 +179,34 @@ def test_attribute_metrics_match_manual_subsets():
     metrics.attribute_metrics(nmes, {"pose": flags["pose"][:10]})
   with pytest.raises(ValueError, match="0/1"):
     metrics.attribute_metrics(nmes, {"pose": np.full(300, 2)})
+
+
+def test_paired_bootstrap_hand_cases():
+  rng = np.random.default_rng(9)
+  b = rng.uniform(0, 5, (40, 5))
+  res = metrics.paired_bootstrap(b + 1.0, b)
+  assert res["mean_difference"] == pytest.approx(1.0, abs=1e-12)
+  assert res["low"] == pytest.approx(1.0, abs=1e-12)
+  assert res["high"] == pytest.approx(1.0, abs=1e-12)
+  assert res["num_pairs"] == 40 and res["num_samples"] == 2000
+  # Pairs, not landmarks, are resampled: two pairs with differences 0 and 2
+  # (each constant over landmarks) give bootstrap means 0, 1, 2 only, with
+  # probabilities 1/4, 1/2, 1/4 -> the 95 % interval is [0, 2].
+  a = np.array([[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]])
+  res = metrics.paired_bootstrap(a, np.zeros_like(a), num_samples=4000)
+  assert res["mean_difference"] == pytest.approx(1.0)
+  assert (res["low"], res["high"]) == (0.0, 2.0)
+  # Per-pair means: a pair-constant difference with landmark noise that
+  # cancels within each pair is the first hand case again.
+  noise = np.array([[1.0, -1.0], [3.0, -3.0], [0.5, -0.5]])
+  res = metrics.paired_bootstrap(noise + 0.5, np.zeros_like(noise))
+  assert (res["low"], res["high"]) == (pytest.approx(0.5),
+                                       pytest.approx(0.5))
+  # Deterministic in the seed; 1-D errors work; bad shapes raise.
+  x, y = rng.uniform(size=30), rng.uniform(size=30)
+  assert (metrics.paired_bootstrap(x, y, seed=1) ==
+          metrics.paired_bootstrap(x, y, seed=1))
+  r = metrics.paired_bootstrap(x, y, seed=1)
+  assert r["low"] < r["mean_difference"] < r["high"]
+  with pytest.raises(ValueError):
+    metrics.paired_bootstrap(x, y[:-1])

@@ -155,7 +155,8 @@ def _run_quick(args, timeout=600):
 @pytest.mark.parametrize("name,parameters", [
     ("wflw_star.py", "13,476,468"),     # the public model's count (98 points).
     ("celeba_mae.py", None),
-    ("celeba_sce.py", None)], ids=lambda v: v if isinstance(v, str) else "")
+    ("celeba_sce.py", None),
+    ("mtfl_detection.py", None)], ids=lambda v: v if isinstance(v, str) else "")
 def test_summary_needs_no_data(name, parameters, tmp_path):
   missing = str(tmp_path / "no_such_dataset")
   proc = _run_quick([f"--config=configs/{name}", "--mode=summary",

@@ -1,4 +1,4 @@
-"""Tests for data/synthetic.py: determinism, geometry, rendering, annotation noise."""
+"""Tests for data/synthetic/: determinism, geometry, rendering, annotation noise."""
 
 import pickle
 
@@ -7,6 +7,7 @@ import pytest
 
 from data import records
 from data import synthetic
+from data.synthetic import geometry
 
 SIZE = 96
 
@@ -80,19 +81,19 @@ def test_point_order_is_ibug_68():
 def test_silhouette_matches_brute_force_float64():
   """Closed-form silhouette == the densely sampled meridian point furthest out."""
   rng = np.random.default_rng(0)
-  params = synthetic._sample_params(rng)
-  outline = synthetic._frontal_outline(params)
-  normals = synthetic._outline_normals(outline)
-  radius = np.sum((outline - synthetic._HEAD_CENTRE) * normals, -1)
-  depth = synthetic._FRONT_Z - synthetic._SILHOUETTE_Z
+  params = geometry._sample_params(rng)
+  outline = geometry._frontal_outline(params)
+  normals = geometry._outline_normals(outline)
+  radius = np.sum((outline - geometry._HEAD_CENTRE) * normals, -1)
+  depth = geometry._FRONT_Z - geometry._SILHOUETTE_Z
   t = np.linspace(-np.pi / 2, np.pi / 2, 20001)
   for yaw, pitch, roll in [(0, 0, 0), (35, -15, 20), (-40, 20, -25)]:
-    rot = synthetic.rotation_matrix(yaw, pitch, roll)
-    got = synthetic.silhouette(outline, rot)
+    rot = geometry.rotation_matrix(yaw, pitch, roll)
+    got = geometry.silhouette(outline, rot)
     for j in range(len(outline)):
       n3 = np.array([normals[j, 0], normals[j, 1], 0.0])
       c3 = np.array([*(outline[j] - radius[j] * normals[j]),
-                     synthetic._SILHOUETTE_Z])
+                     geometry._SILHOUETTE_Z])
       ring = (c3[None] + radius[j] * np.cos(t)[:, None] * n3[None]
               + depth * np.sin(t)[:, None] * np.array([0, 0, 1.0])[None])
       proj = ring @ rot[:2].T
@@ -102,7 +103,7 @@ def test_silhouette_matches_brute_force_float64():
       np.testing.assert_allclose(got[j], want, atol=1e-4)
   # Frontal pose: the silhouette is the frontal outline itself.
   np.testing.assert_allclose(
-      synthetic.silhouette(outline, np.eye(3)), outline, atol=1e-12)
+      geometry.silhouette(outline, np.eye(3)), outline, atol=1e-12)
 
 
 def test_eye_corners_and_brows_are_drawn_features():

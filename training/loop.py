@@ -430,8 +430,7 @@ def summary(method, config, workdir: Optional[str] = None) -> dict[str, Any]:
   abstract_batch = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
                     for k, v in dummy.items()}
   rng = jax.random.PRNGKey(int(config.seed))
-  params, model_state = jax.eval_shape(method.init_variables, rng,
-                                       abstract_batch)
+  params, model_state = method.abstract_variables(rng, abstract_batch)
   n_params = state_lib.count_params(params)
   compiled = jax.jit(method.forward).lower(params, model_state,
                                     abstract_batch).compile()

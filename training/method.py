@@ -22,6 +22,10 @@ NotImplementedError here; the optional ones have defaults that do nothing
 
   Model and loss (pure functions of jax arrays, traced inside jax.jit)
     init_variables(rng, batch) -> (params, model_state)      (required)
+    abstract_variables(rng, batch) -> their shapes
+        what `--mode=summary` counts; default `jax.eval_shape` of
+        `init_variables`. A method whose init reads data (e.g. a mean shape)
+        overrides it, so that summary needs no dataset.
     loss_fn(params, model_state, batch, rng, step)           (required)
         -> (loss, (new_model_state, metrics: dict[str, scalar]))
     eval_step(params, model_state, batch) -> dict[str, [B, ...]]  (required)
@@ -72,6 +76,8 @@ from __future__ import annotations
 import types
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
+import jax
+
 
 class Method:
   """Base class of the methods training/loop.py runs (see the module doc)."""
@@ -111,6 +117,10 @@ class Method:
   # ----------------------------------------------------------- model ----
   def init_variables(self, rng, batch):
     raise NotImplementedError(f"{type(self).__name__}.init_variables")
+
+  def abstract_variables(self, rng, batch):
+    """Shapes of `init_variables(rng, batch)`, for --mode=summary."""
+    return jax.eval_shape(self.init_variables, rng, batch)
 
   def loss_fn(self, params, model_state, batch, rng, step):
     raise NotImplementedError(f"{type(self).__name__}.loss_fn")

@@ -5,6 +5,12 @@
   print(listing.summary())              # counts + every skipped item
   listing.problems                      # [Problem(path, message, line)]
 
+`list_faces(name, root, split, ...)` is what training and evaluation call: the
+usable records of one split, skipped items printed by name, a UserError with
+the expected layout when nothing is usable. `layout(name)` is that layout,
+`resolve_root(path)` the one rule for dataset folders (`~` expanded, a
+relative path taken from the working directory).
+
 `read_dataset(name, root, split, **options) -> DatasetListing`. A
 `DatasetListing` is a read-only sequence of `FaceRecord`s plus `problems`:
 corrupt images (with `check_images="verify"` or `"decode"`), missing image
@@ -39,6 +45,7 @@ Names (module: what it reads; each module's docstring gives layout + source):
   pts           pts.py          a folder of images with .pts/.ljson sidecars
   aflw2000_3d   aflw2000_3d.py  AFLW2000-3D .mat (pt3d_68)
   coco_json     coco_json.py    mmpose COCO-style keypoint json
+  synthetic     synthetic.py    procedural faces (data/synthetic), no files
   tfds:<name>   tfds_source.py  a set built by data.prepare (array_record),
                                 root = the tfds data_dir
 """
@@ -46,13 +53,16 @@ Names (module: what it reads; each module's docstring gives layout + source):
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, Tuple
+import os
+from typing import Callable, Dict, List, Optional, Tuple
 
 from data.readers import common
+from data.readers import tfds_source
 from data.readers.common import DatasetListing  # pylint: disable=unused-import
 from data.readers.common import IMAGE_CHECKS  # pylint: disable=unused-import
 from data.readers.common import Problem  # pylint: disable=unused-import
 from data.readers.common import SANITY_MODES  # pylint: disable=unused-import
+from data.records import FaceRecord
 from training import errors
 
 # name -> (module, function); modules are imported on first use.
@@ -71,6 +81,7 @@ _READERS: Dict[str, Tuple[str, str]] = {
     "pts": ("pts", "read_folder"),
     "aflw2000_3d": ("aflw2000_3d", "read"),
     "coco_json": ("coco_json", "read"),
+    "synthetic": ("synthetic", "read"),
 }
 
 NAMES = tuple(_READERS)
@@ -79,6 +90,8 @@ NAMES = tuple(_READERS)
 SANITY_READERS = ("wflw", "300w", "cofw", "celeba", "mafl", "aflw_m", "yt68",
                   "mtfl")
 SET_CHECKED = ("celeba", "mafl", "aflw_m", "yt68", "mtfl")
+# Readers that generate their faces and read no folder.
+NO_FILES = ("synthetic",)
 
 
 def reader(name: str) -> Callable[..., DatasetListing]:
@@ -113,6 +126,69 @@ def read_dataset(name: str, root: str, split: str, **options) -> DatasetListing:
             f"{options['sanity']!r} is available for {list(SANITY_READERS)}")
       options = {k: v for k, v in options.items() if k != "sanity"}
   if name.startswith("tfds:"):
-    from data.readers import tfds_source  # pylint: disable=g-import-not-at-top
     return tfds_source.read(name[len("tfds:"):], root, split, **options)
   return reader(name)(root, split, **options)
+
+
+def layout(name: str) -> str:
+  """The folder layout reader `name` expects (its module's LAYOUT)."""
+  if name.startswith("tfds:"):
+    return f"  {tfds_source.SOURCE}\n"
+  if name not in _READERS:
+    return f"(see data/readers; known datasets: {list(NAMES)})"
+  module = importlib.import_module(f"data.readers.{_READERS[name][0]}")
+  return getattr(module, "LAYOUT", "(see data/readers)")
+
+
+def resolve_root(root: str) -> str:
+  """A dataset folder with `~` expanded ("" stays "").
+
+  A relative path is taken from the working directory, like every path
+  argument (the configs' defaults, e.g. "../shared/data/yt68", are written
+  for commands run from the repository root). It is not made absolute, so
+  record paths, and what is keyed on them, do not depend on where the
+  checkout lives.
+  """
+  return os.path.expanduser(root) if root else ""
+
+
+def list_faces(name: str, root: str, split: str, *,
+               num_points: Optional[int] = None,
+               keep: Optional[Callable[[FaceRecord], bool]] = None,
+               **options) -> List[FaceRecord]:
+  """The usable faces of one split: what training and evaluation read.
+
+  Skipped items (missing or corrupt images, malformed lines, implausible
+  labels) are printed by name; the records left are returned.
+
+  Args:
+    name, root, split, **options: as `read_dataset`; `root` goes through
+      `resolve_root`.
+    num_points: the landmark count the caller's scheme expects, if any.
+    keep: an optional filter over the listed records (e.g. a fixed split of
+      one annotation file).
+
+  Raises:
+    UserError: `root` empty for a reader that reads files, no usable face
+      left, or a point count other than `num_points`; each message gives the
+      expected layout.
+  """
+  root = resolve_root(root)
+  if not root and name not in NO_FILES:
+    raise errors.UserError(
+        f"config.data.root is empty: pass --config.data.root=/path/to/{name}."
+        f" Expected layout:\n{layout(name)}")
+  listing = read_dataset(name, root, split, **options)
+  if listing.problems:
+    print(listing.summary(), flush=True)
+  records = [r for r in listing if keep is None or keep(r)]
+  if not records:
+    raise errors.UserError(
+        f"{name} split {split!r} under {root or '(no folder)'} has no usable "
+        f"faces (problems: {len(listing.problems)}). Expected layout:\n"
+        f"{layout(name)}")
+  if num_points is not None and records[0].num_points != num_points:
+    raise errors.UserError(
+        f"{name} {split} has {records[0].num_points} points per face but "
+        f"config.data.scheme has {num_points}")
+  return records

@@ -42,6 +42,15 @@ IMAGE_CHECKS = ("none", "exists", "verify", "decode")
 #   "off":  do not check.
 SANITY_MODES = ("skip", "keep", "off")
 
+# Image file endings every reader and tool accepts (compared lower-cased).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp",
+                    ".tif", ".tiff")
+
+
+def is_image_file(path: str) -> bool:
+  """Whether `path` ends in one of IMAGE_EXTENSIONS (any letter case)."""
+  return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
 
 @dataclasses.dataclass(frozen=True)
 class Problem:

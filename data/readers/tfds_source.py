@@ -119,6 +119,8 @@ def read(name: str, data_dir: str, split: str, *,
   were decoded once when the set was built, and corrupt ones left out.
   """
   del check_images
+  # Imported here: tfds_builders loads tensorflow_datasets (seconds), which
+  # only a built set needs.
   from data import tfds_builders  # pylint: disable=g-import-not-at-top
   attribute_names = tfds_builders.builder_class(name).ATTRIBUTES
   common.require(data_dir, f"tfds:{name}", "  <data_dir>/landmarks_<name>/\n",

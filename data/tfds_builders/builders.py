@@ -13,6 +13,7 @@ class LandmarksWflw(landmark_builder.LandmarkBuilder):
 
   name = "landmarks_wflw"
   READER = "wflw"
+  READ = staticmethod(wflw_reader.read)
   NUM_POINTS = 98
   ATTRIBUTES = wflw_reader.ATTRIBUTES
   SPLITS = ("train", "test")
@@ -29,6 +30,7 @@ class Landmarks300w(landmark_builder.LandmarkBuilder):
 
   name = "landmarks_300w"
   READER = "300w"
+  READ = staticmethod(ibug_300w_reader.read)
   NUM_POINTS = 68
   SPLITS = ("train", "common", "challenge")
   LAYOUT_MARKER = "ibug"
@@ -44,6 +46,7 @@ class LandmarksCofw(landmark_builder.LandmarkBuilder):
 
   name = "landmarks_cofw"
   READER = "cofw"
+  READ = staticmethod(cofw_reader.read)
   NUM_POINTS = 29
   SPLITS = ("train", "test")
   LAYOUT_MARKER = "COFW_train_color.mat"

@@ -40,7 +40,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data import readers
+from data.readers import common as readers_common
 from data import records as records_lib
 
 IMAGE_STORAGE = ("encoded", "pixels")
@@ -116,7 +116,8 @@ class LandmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       tfds.core.BuilderConfig(name="pixels",
                               description="decoded RGB pixels, flattened"),
   ]
-  READER: str = ""               # data.readers name
+  READER: str = ""               # data.readers name (stored as metadata)
+  READ = None                    # its read(root, split) function
   NUM_POINTS: int = 0
   ATTRIBUTES: Sequence[str] = ()
   SPLITS: Sequence[str] = ()     # reader splits stored as tfds splits
@@ -182,7 +183,7 @@ class LandmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             for split in self.SPLITS}
 
   def _generate_examples(self, root: str, split: str):
-    listing = readers.read_dataset(self.READER, root, split)
+    listing = self.READ(root, split)
     problems = self.problems.setdefault(split, [])
     problems += listing.problems
     if listing.problems:
@@ -192,7 +193,7 @@ class LandmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       try:
         image, shape = image_feature(record, storage)
       except (ValueError, OSError) as e:
-        problems.append(readers.Problem(record.image_path,
+        problems.append(readers_common.Problem(record.image_path,
                                         f"corrupt image, not stored ({e})"))
         logging.warning("%s: %s", self.name, problems[-1])
         continue
