@@ -81,6 +81,19 @@ def group_curves(group: str, scheme: schemes_lib.LandmarkScheme = None
   return tuple(curves)
 
 
+def group_and_rest(group: str, scheme: schemes_lib.LandmarkScheme = None
+                   ) -> Tuple[List[int], List[int]]:
+  """(the points of `group`'s curves in curve order, every other point).
+
+  The analyses' split of a face, e.g. the jaw (0-16) vs the inner points
+  (17-67) of the 68-point scheme.
+  """
+  scheme = scheme or schemes_lib.get_scheme(68)
+  points = [int(i) for curve in group_curves(group, scheme) for i in curve]
+  chosen = set(points)
+  return points, [i for i in range(scheme.num_points) if i not in chosen]
+
+
 def curve_tangents(points, indices: Sequence[int]) -> np.ndarray:
   """Unit tangents `[..., K, 2]` of the polyline `points[..., indices, :]`.
 

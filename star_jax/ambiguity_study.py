@@ -263,8 +263,7 @@ def analyse(workdir: str, gt, *, runs: Optional[Sequence[Run]] = None,
   runs = list(runs if runs is not None else sweep())
   gt = np.asarray(gt, np.float64)
   scheme = schemes_lib.get_scheme(gt.shape[1])
-  jaw = ambiguity.group_curves(GROUP, scheme)[0]
-  inner = [i for i in range(scheme.num_points) if i not in set(jaw)]
+  jaw, inner = ambiguity.group_and_rest(GROUP, scheme)
   boot = functools.partial(sweep_lib.paired_interval, samples=samples,
                            seed=seed)
 

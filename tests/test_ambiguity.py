@@ -245,3 +245,11 @@ def test_from_config():
   assert not ambiguity.LabelNoise.from_config(None).enabled
   with pytest.raises(errors.UserError, match="unknown"):
     ambiguity.LabelNoise.from_config(dict(sigma=0.1, sgima=0.2))
+
+
+def test_group_and_rest_partitions_the_face():
+  jaw, inner = ambiguity.group_and_rest("jaw")
+  assert jaw == list(range(17)) and inner == list(range(17, 68))
+  brows, rest = ambiguity.group_and_rest("brows")
+  assert brows == list(range(17, 27))
+  assert sorted(brows + rest) == list(range(68)) and not set(brows) & set(rest)
