@@ -1,6 +1,5 @@
 """Tests of star_jax/ambiguity_study.py on fake run folders (no training)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ import pytest
 from data import ambiguity
 from star_jax import ambiguity_study as study
 from star_jax import sweep
+from tests import test_configs
 from training import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,11 +20,7 @@ STEPS = 1700
 
 
 def _load(name):
-  path = os.path.join(REPO, "configs", name)
-  spec = importlib.util.spec_from_file_location("cfg_" + name[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return test_configs.load(os.path.join(REPO, "configs", name))
 
 
 def _faces(n=30, seed=0):
