@@ -89,6 +89,9 @@ def star() -> ml_collections.ConfigDict:
   c.data.crop_size = 256
   c.data.crop_mode = "auto"       # data.transforms: auto|center_scale|box|points
   c.data.points_margin = 1.25     # box side factor of crop_mode "points".
+  # Box pre-reduction before warps that shrink the face > 2x (train, eval and
+  # predict alike; data.transforms.warp_affine). Off as the public code.
+  c.data.antialias = False
   c.data.num_workers = 0          # grain worker processes (0: in-process).
   c.data.prefetch_buffer_size = 2
   c.data.check_images = "exists"  # reader check: none|exists|verify|decode

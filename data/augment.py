@@ -105,7 +105,8 @@ def sample_geometry(rng: np.random.Generator, crop_size: int,
 def augment_geometry(image: np.ndarray, landmarks: np.ndarray,
                      visible: np.ndarray, image_to_crop: np.ndarray,
                      crop_size: int, scheme: Optional[schemes_lib.LandmarkScheme],
-                     rng: np.random.Generator, config: AugmentConfig):
+                     rng: np.random.Generator, config: AugmentConfig,
+                     antialias: bool = False):
   """Flip + similarity composed with the crop; one bilinear warp.
 
   Args:
@@ -117,6 +118,7 @@ def augment_geometry(image: np.ndarray, landmarks: np.ndarray,
     scheme: gives the flip permutation; None disables flipping.
     rng: numpy Generator.
     config: AugmentConfig.
+    antialias: transforms.warp_affine's box pre-reduction (data.antialias).
 
   Returns:
     (crop uint8 [S, S, 3], landmarks float32 [N, 2] crop px (flip-permuted),
@@ -127,7 +129,7 @@ def augment_geometry(image: np.ndarray, landmarks: np.ndarray,
                      f"landmarks have {landmarks.shape[0]}")
   geo, flipped = sample_geometry(rng, crop_size, config, scheme is not None)
   m = transforms.compose(geo, image_to_crop)
-  crop = transforms.warp_affine(image, m, crop_size)
+  crop = transforms.warp_affine(image, m, crop_size, antialias)
   points = transforms.apply_affine(m, landmarks)
   visible = np.asarray(visible, bool)
   if flipped:
@@ -224,11 +226,13 @@ def augment_texture(image: np.ndarray, rng: np.random.Generator,
 def augment(image: np.ndarray, landmarks: np.ndarray, visible: np.ndarray,
             image_to_crop: np.ndarray, crop_size: int,
             scheme: Optional[schemes_lib.LandmarkScheme],
-            rng: np.random.Generator, config: AugmentConfig):
+            rng: np.random.Generator, config: AugmentConfig,
+            antialias: bool = False):
   """The full STAR training augmentation of one face (geometry, then texture).
 
   Returns the same tuple as `augment_geometry`.
   """
   crop, points, visible, m = augment_geometry(
-      image, landmarks, visible, image_to_crop, crop_size, scheme, rng, config)
+      image, landmarks, visible, image_to_crop, crop_size, scheme, rng, config,
+      antialias)
   return augment_texture(crop, rng, config), points, visible, m

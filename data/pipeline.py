@@ -147,6 +147,7 @@ class CropConfig:
   augment: augment_lib.AugmentConfig = augment_lib.AugmentConfig()
   crop_mode: str = "auto"
   points_margin: float = transforms.POINTS_MARGIN
+  antialias: bool = False       # transforms.warp_affine's pre-reduction.
 
 
 def make_sample(record, image: np.ndarray, index: int, config: CropConfig,
@@ -164,12 +165,12 @@ def make_sample(record, image: np.ndarray, index: int, config: CropConfig,
     scheme = schemes_lib.get_scheme(config.num_points)
     crop, points, visible, m = augment_lib.augment(
         image, landmarks, visible, crop_m, config.crop_size, scheme, rng,
-        config.augment)
+        config.augment, config.antialias)
     if np.linalg.det(m[:, :2]) < 0:  # flipped: points are permuted
       landmarks = landmarks[np.asarray(scheme.flip_permutation)]
   else:
     m = crop_m
-    crop = transforms.warp_affine(image, m, config.crop_size)
+    crop = transforms.warp_affine(image, m, config.crop_size, config.antialias)
     points = transforms.apply_affine(m, landmarks).astype(np.float32)
   return dict(
       image=crop,
@@ -290,6 +291,7 @@ def make_landmark_loader(records: Sequence[records_lib.FaceRecord], *,
                          augment_config: Optional[Mapping[str, Any]] = None,
                          num_workers: int = 0, crop_mode: str = "auto",
                          points_margin: float = transforms.POINTS_MARGIN,
+                         antialias: bool = False,
                          num_epochs: Optional[int] = None,
                          shard_index: Optional[int] = None,
                          shard_count: Optional[int] = None,
@@ -307,6 +309,7 @@ def make_landmark_loader(records: Sequence[records_lib.FaceRecord], *,
     num_workers: grain worker processes (0 = in this process).
     crop_mode: "auto", "center_scale", "box" or "points" (`transforms`).
     points_margin: margin of the "points" crop.
+    antialias: box pre-reduction of faces shrunk > 2x (transforms.warp_affine).
     num_epochs: default: forever (train) / 1 (eval).
     shard_index, shard_count: default `jax.process_index()/process_count()`.
     worker_buffer_size: batches prefetched per worker.
@@ -321,7 +324,8 @@ def make_landmark_loader(records: Sequence[records_lib.FaceRecord], *,
   config = CropConfig(
       crop_size=int(crop_size), num_points=scheme.num_points, train=bool(train),
       augment=augment_lib.AugmentConfig.from_mapping(augment_config),
-      crop_mode=crop_mode, points_margin=float(points_margin))
+      crop_mode=crop_mode, points_margin=float(points_margin),
+      antialias=bool(antialias))
   if crop_mode not in transforms.CROP_MODES:
     raise errors.UserError(f"crop_mode must be one of {transforms.CROP_MODES}, "
                            f"got {crop_mode!r}")

@@ -179,9 +179,36 @@ def _pil_affine_coefficients(image_to_crop: np.ndarray) -> Tuple[float, ...]:
   return (a[0, 0], a[0, 1], t[0], a[1, 0], a[1, 1], t[1])
 
 
+def reduction_factor(image_to_crop: np.ndarray) -> int:
+  """Integer k for a box pre-reduction before a downscaling warp (1: none).
+
+  The map's linear scale s (crop pixels per image pixel, sqrt |det|); for
+  s < 1/2 the image is first averaged over k x k blocks, k = floor(1 / s), so
+  the bilinear warp then samples at a ratio in (1/2, 1] and does not alias.
+  """
+  s = float(np.sqrt(abs(np.linalg.det(np.asarray(image_to_crop)[:, :2]))))
+  return max(1, int(np.floor(1.0 / s))) if s > 0 else 1
+
+
+def reduction_map(k: int) -> np.ndarray:
+  """Reduced-image -> image pixels `[2, 3]` of PIL's `Image.reduce(k)`.
+
+  Reduced pixel i averages image pixels k i ... k i + k - 1, so with pixel
+  centres at integers its centre is at k i + (k - 1) / 2.
+  """
+  return np.array([[k, 0.0, (k - 1) / 2.0], [0.0, k, (k - 1) / 2.0]])
+
+
 def warp_affine(image: np.ndarray, image_to_crop: np.ndarray,
-                out_size) -> np.ndarray:
-  """Bilinear warp of uint8 `[H, W, C]` into `[S, S, C]` (or `(w, h)`), 0 outside."""
+                out_size, antialias: bool = False) -> np.ndarray:
+  """Bilinear warp of uint8 `[H, W, C]` into `[S, S, C]` (or `(w, h)`), 0 outside.
+
+  antialias: box-reduce the image first when the warp shrinks it more than
+    2x (`reduction_factor`), so a large sharp face is averaged rather than
+    point-sampled; the output geometry is the same map (`reduction_map`).
+    Off by default, as the public code's cv2.warpAffine (config
+    `data.antialias`).
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   if np.isscalar(out_size):
     out_size = (int(out_size), int(out_size))
@@ -190,14 +217,19 @@ def warp_affine(image: np.ndarray, image_to_crop: np.ndarray,
     raise ValueError(f"warp_affine expects uint8 [H, W, C], got {image.dtype} "
                      f"{image.shape}")
   pil = Image.fromarray(image)
+  m = np.asarray(image_to_crop, np.float64)
+  k = reduction_factor(m) if antialias else 1
+  if k > 1:
+    pil = pil.reduce(k)
+    m = compose(m, reduction_map(k))
   out = pil.transform(tuple(out_size), Image.Transform.AFFINE,
-                      data=_pil_affine_coefficients(image_to_crop),
+                      data=_pil_affine_coefficients(m),
                       resample=Image.Resampling.BILINEAR)
   return np.asarray(out)
 
 
 def crop_face(image: np.ndarray, landmarks: np.ndarray, center, scale: float,
-              crop_size: int):
+              crop_size: int, antialias: bool = False):
   """Crops a face without augmentation.
 
   Returns:
@@ -205,6 +237,6 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, center, scale: float,
      image_to_crop float64 [2, 3], crop_to_image float64 [2, 3]).
   """
   m = crop_matrix(center, scale, crop_size)
-  crop = warp_affine(image, m, crop_size)
+  crop = warp_affine(image, m, crop_size, antialias)
   return (crop, apply_affine(m, landmarks).astype(np.float32), m,
           invert_affine(m))

@@ -66,6 +66,7 @@ class StarData:
     return dict(scheme=self.scheme, crop_size=int(d.crop_size),
                 crop_mode=d.crop_mode,
                 points_margin=float(d.get("points_margin", 1.25)),
+                antialias=bool(d.get("antialias", False)),
                 num_workers=int(d.num_workers),
                 worker_buffer_size=int(d.get("prefetch_buffer_size", 2)))
 

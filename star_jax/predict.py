@@ -301,7 +301,8 @@ class Predictor:
     m, used, source = face_crop_matrix(
         w, h, self.crop_size, box=box, points=points,
         crop_mode=self.crop_mode, points_margin=self.points_margin)
-    return {"crop": transforms.warp_affine(image, m, self.crop_size),
+    return {"crop": transforms.warp_affine(image, m, self.crop_size,
+                                           self.antialias),
             "image_to_crop": m, "crop_to_image": transforms.invert_affine(m),
             "box": used, "box_source": source, "size": (w, h)}
 
