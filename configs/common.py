@@ -136,6 +136,16 @@ def star() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(normaliser="wflw", threshold=0.1,
                                           step=1e-4, flip_test=False))
 
+  # star_jax.predict --video / --frames (landmarks/tracking.py): One-Euro
+  # smoothing of the tracked landmarks (landmarks/one_euro.py: Hz, and Hz
+  # per face size per second for beta; values measured by
+  # bench/video_jitter.py), and max_spread, the predicted spread (fraction
+  # of the crop) above which the track counts as lost (0 = no spread test:
+  # its scale is the model's own, calibrate it per model).
+  c.predict = ml_collections.ConfigDict(dict(
+      smooth=True, one_euro_min_cutoff=0.5, one_euro_beta=20.0,
+      one_euro_d_cutoff=1.0, max_spread=0.0))
+
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
       schedule="step", decay_epochs=(200, 350, 450), decay_factor=0.1))

@@ -46,6 +46,24 @@ def denormalise_landmarks(coords: jax.Array, crop_size: int,
   return ((coords + 1.0) * crop_size - 1.0) / 2.0
 
 
+def pixels_per_unit(crop_size: int, align_corners: bool = False) -> float:
+  """Crop pixels per unit of the [-1, 1] grid (the slope of the map above)."""
+  return (crop_size - 1.0 if align_corners else float(crop_size)) / 2.0
+
+
+def denormalise_covariance(cov: jax.Array, crop_size: int,
+                           align_corners: bool = False) -> jax.Array:
+  """`[..., 2, 2]` covariance on the [-1, 1] grid -> crop pixels squared."""
+  return cov * pixels_per_unit(crop_size, align_corners) ** 2
+
+
+def covariance_to_original(cov: jax.Array, crop_to_image: jax.Array
+                           ) -> jax.Array:
+  """`[B, N, 2, 2]` crop-pixel covariances -> original pixels: A C A^T."""
+  a = crop_to_image[..., :2]
+  return jnp.einsum("bij,bnjk,blk->bnil", a, cov, a)
+
+
 def crop_to_original(points: jax.Array, crop_to_image: jax.Array) -> jax.Array:
   """Applies `[B, 2, 3]` affine maps to `[B, N, 2]` points."""
   return (jnp.einsum("bij,bnj->bni", crop_to_image[..., :2], points)

@@ -176,6 +176,59 @@ def landmark_overlay(image, points, gt=None, *, path: Optional[str] = None,
   return _save(img, path)
 
 
+def ellipse_outline(center, covariance, n_std: float = 2.0,
+                    num: int = 32) -> np.ndarray:
+  """`[num, 2]` points of the n_std contour of a 2-D Gaussian (pixels).
+
+  x = center + n_std * V sqrt(L) (cos t, sin t): the covariance's
+  eigenvectors V and eigenvalues L (numpy eigh, float64).
+  """
+  cov = np.asarray(covariance, np.float64).reshape(2, 2)
+  values, vectors = np.linalg.eigh(0.5 * (cov + cov.T))
+  t = np.linspace(0.0, 2.0 * np.pi, num, endpoint=False)
+  circle = np.stack([np.cos(t), np.sin(t)], axis=-1)
+  return (np.asarray(center, np.float64)
+          + n_std * (circle * np.sqrt(np.maximum(values, 0.0))) @ vectors.T)
+
+
+def faces_overlay(image, faces: Sequence[Mapping[str, Any]], *,
+                  n_std: float = 2.0, path: Optional[str] = None,
+                  scale: Optional[int] = None, color=PRED_COLOR,
+                  ellipse_color=(0, 170, 255)) -> Image.Image:
+  """Every face's landmarks, box and uncertainty ellipses on one image.
+
+  Args:
+    image: as `landmark_overlay`.
+    faces: dicts with "landmarks" `[N, 2]`, optional "box" (x1, y1, x2, y2)
+      and optional "covariance" `[N, 2, 2]` (pixels squared), drawn as the
+      n_std ellipse of each point (2: 86 % of a Gaussian's mass).
+    n_std, path, scale, color: as above.
+  """
+  img = _as_rgb(image)
+  scale = int(scale or _default_scale(*img.size))
+  if scale > 1:
+    img = img.resize((img.width * scale, img.height * scale),
+                     Image.Resampling.NEAREST)
+  draw = ImageDraw.Draw(img)
+  radius = max(1.5, 0.004 * max(img.size))
+  for face in faces:
+    box = face.get("box")
+    if box is not None:
+      corners = _to_canvas(np.asarray(box, np.float64).reshape(2, 2), scale)
+      draw.rectangle([tuple(corners[0]), tuple(corners[1])],
+                     outline=(255, 200, 0))
+    points = _check_points(face["landmarks"], "landmarks")
+    cov = face.get("covariance")
+    if cov is not None:
+      for centre, c in zip(points, np.asarray(cov, np.float64)):
+        outline = _to_canvas(ellipse_outline(centre, c, n_std), scale)
+        draw.polygon([tuple(q) for q in outline], outline=ellipse_color)
+    for x, y in _to_canvas(points, scale):
+      draw.ellipse([x - radius, y - radius, x + radius, y + radius],
+                   fill=color)
+  return _save(img, path)
+
+
 def matching_pairs(pairs: Sequence[Mapping[str, Any]], *,
                    path: Optional[str] = None, scale: Optional[int] = None,
                    radius: Optional[float] = None,
@@ -294,7 +347,7 @@ def pca_ellipses(heatmaps, crop_size: int, *, n_std: float = 1.0,
   pca = distribution.distribution_pca(jnp.asarray(h[None]))
   mean = coordinates.denormalise_landmarks(pca.mean[0], crop_size,
                                            align_corners)
-  px_per_unit = (crop_size - 1.0 if align_corners else float(crop_size)) / 2
+  px_per_unit = coordinates.pixels_per_unit(crop_size, align_corners)
   values = np.asarray(pca.eigenvalues[0], np.float64)
   vectors = np.asarray(pca.eigenvectors[0], np.float64)
   lengths = n_std * np.sqrt(np.maximum(values, 0.0)) * px_per_unit  # [N, 2]

@@ -79,7 +79,9 @@ def export_model(config, model, variables, out_path: str, *,
                  with_heatmaps: bool = False,
                  platforms: Sequence[str] = DEFAULT_PLATFORMS,
                  flip_test: Optional[bool] = None,
-                 source: Optional[dict] = None) -> dict:
+                 source: Optional[dict] = None,
+                 with_covariance: bool = False,
+                 extras: Optional[Dict[str, dict]] = None) -> dict:
   """Serializes a model + variables + config into the artifact at `out_path`.
 
   Args:
@@ -92,6 +94,10 @@ def export_model(config, model, variables, out_path: str, *,
     flip_test: horizontal-flip test-time augmentation inside the function;
       None = the config's `eval.flip_test` (as its evaluation).
     source: provenance stored in the manifest (checkpoint path, step, ...).
+    with_covariance: also output each landmark's heatmap covariance
+      ("covariance_crop", "covariance": `[B, N, 2, 2]`, pixels squared).
+    extras: name -> JSON dict stored as `extras/<name>.json` (e.g. a face
+      detector's box calibration, `landmarks.box_calibration`).
 
   Returns:
     The manifest dict.
@@ -120,7 +126,8 @@ def export_model(config, model, variables, out_path: str, *,
   def fn(flat_params, images, crop_to_image):
     variables = jax.tree_util.tree_unflatten(treedef, flat_params)
     return inference.infer(model, variables, images, crop_to_image,
-                           align_corners, with_heatmaps, flip_permutation)
+                           align_corners, with_heatmaps, flip_permutation,
+                           with_covariance)
 
   b, = jax_export.symbolic_shape("b")
   specs = ([jax.ShapeDtypeStruct(l.shape, l.dtype) for l in leaves],
@@ -148,6 +155,8 @@ def export_model(config, model, variables, out_path: str, *,
                  "crop_to_image": ["b", 2, 3, "float32"]},
       "outputs": out_shapes,
       "with_heatmaps": bool(with_heatmaps),
+      "with_covariance": bool(with_covariance),
+      "extras": sorted(extras or {}),
       "flip_test": flip_permutation is not None,
       "param_names": names,
       "source": dict(source or {}),
@@ -160,7 +169,9 @@ def export_model(config, model, variables, out_path: str, *,
       "manifest.json": json.dumps(manifest, indent=2).encode(),
       "config.json": json.dumps(config_dict, indent=2, sort_keys=True).encode(),
       "function.bin": bytes(exported.serialize()),
-      "params.npz": params_bytes.getvalue()})
+      "params.npz": params_bytes.getvalue(),
+      **{f"extras/{name}.json": json.dumps(value, indent=1).encode()
+         for name, value in (extras or {}).items()}})
   return manifest
 
 
@@ -201,14 +212,40 @@ def export_checkpoint(checkpoint_dir: str, out_path: str, which: str = "best",
                       use_ema: Optional[bool] = None,
                       with_heatmaps: bool = False,
                       platforms: Sequence[str] = DEFAULT_PLATFORMS,
-                      flip_test: Optional[bool] = None) -> dict:
-  """Loads a training workdir (`inference.load_checkpoint`) and exports it."""
+                      flip_test: Optional[bool] = None,
+                      with_covariance: Optional[bool] = None,
+                      extras: Optional[Dict[str, dict]] = None) -> dict:
+  """Loads a training workdir (`inference.load_checkpoint`) and exports it.
+
+  with_covariance None: on for heatmap models, off for a regression head.
+  """
   from star_jax import inference  # pylint: disable=g-import-not-at-top
   config, model, variables, info = inference.load_checkpoint(
       checkpoint_dir, which, use_ema=use_ema, with_info=True)
+  if with_covariance is None:
+    with_covariance = config.model.get("head", "heatmap") != "regression"
   return export_model(config, model, variables, out_path,
                       with_heatmaps=with_heatmaps, platforms=platforms,
-                      flip_test=flip_test, source=info)
+                      flip_test=flip_test, source=info,
+                      with_covariance=with_covariance, extras=extras)
+
+
+def read_extras(specs: Sequence[str]) -> Dict[str, dict]:
+  """`NAME=FILE.json` strings -> {NAME: the JSON object} (ValueError if bad)."""
+  extras = {}
+  for spec in specs:
+    name, sep, path = str(spec).partition("=")
+    if not sep or not name or not path:
+      raise ValueError(f"--extra {spec!r}: expected NAME=FILE.json, e.g. "
+                       "--extra calibration_haar=calib.json")
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"--extra {spec}: {path} does not exist")
+    with open(path) as f:
+      try:
+        extras[name] = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"--extra {spec}: {path} is not JSON ({e})") from None
+  return extras
 
 
 # ---------------------------------------------------------------- load ----
@@ -219,7 +256,8 @@ class ExportedLandmarker:
   Attributes:
     manifest: the manifest dict; config: the training config dict;
     crop_size: S; num_points: N; exported: the `jax.export.Exported`;
-    params: the flat parameter list (device arrays).
+    params: the flat parameter list (device arrays); extras: name -> JSON
+    dict stored beside the model (e.g. a detector calibration).
   """
 
   def __init__(self, manifest: dict, config: dict, exported, params):
@@ -229,6 +267,7 @@ class ExportedLandmarker:
     self.num_points = int(manifest["num_points"])
     self.exported = exported
     self.params = params
+    self.extras = {}   # name -> JSON dict (extras/<name>.json), set by load.
     self._call = jax.jit(exported.call)
 
   def __call__(self, images, crop_to_image=None) -> Dict[str, np.ndarray]:
@@ -292,6 +331,9 @@ def load(path: str) -> ExportedLandmarker:
       blob = bytearray(z.read("function.bin"))
       npz = np.load(io.BytesIO(z.read("params.npz")))
       params = [npz[f"p{i:05d}"] for i in range(len(npz.files))]
+      extras = {m[len("extras/"):-len(".json")]: json.loads(z.read(m))
+                for m in z.namelist()
+                if m.startswith("extras/") and m.endswith(".json")}
   except zipfile.BadZipFile as e:
     raise ValueError(f"{path} is not a star_jax export artifact (not a zip "
                      "file)") from e
@@ -304,7 +346,10 @@ def load(path: str) -> ExportedLandmarker:
                      f"{FORMAT_VERSION}: update star_jax")
   _require_flatbuffers()
   exported = jax.export.deserialize(blob)
-  return ExportedLandmarker(manifest, config, exported, jax.device_put(params))
+  landmarker = ExportedLandmarker(manifest, config, exported,
+                                  jax.device_put(params))
+  landmarker.extras = extras
+  return landmarker
 
 
 # ----------------------------------------------------------------- CLI ----
@@ -324,6 +369,13 @@ def _parse_args(argv):
                  help="also output the last stack's heatmaps")
   p.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
                  help="comma-separated jax platforms to lower for")
+  p.add_argument("--uncertainty", default="auto", choices=("auto", "on", "off"),
+                 help="output each landmark's heatmap covariance; auto: on "
+                      "for heatmap models")
+  p.add_argument("--extra", action="append", default=[],
+                 help="NAME=FILE.json stored in the artifact as "
+                      "extras/NAME.json (repeatable), e.g. a detector "
+                      "calibration from star_jax.calibrate_detector")
   p.add_argument("--flip_test", default="config",
                  choices=("config", "on", "off"),
                  help="horizontal-flip test-time augmentation; config: as "
@@ -336,12 +388,17 @@ def main(argv=None) -> int:
   use_ema = {"auto": None, "ema": True, "raw": False}[args.params]
   platforms = tuple(x.strip() for x in args.platforms.split(",") if x.strip())
   try:
+    extras = read_extras(args.extra)
     manifest = export_checkpoint(args.checkpoint, args.out, args.which,
                                  use_ema=use_ema,
                                  with_heatmaps=args.with_heatmaps,
                                  platforms=platforms,
                                  flip_test={"config": None, "on": True,
-                                            "off": False}[args.flip_test])
+                                            "off": False}[args.flip_test],
+                                 with_covariance={"auto": None, "on": True,
+                                                  "off": False}[
+                                                      args.uncertainty],
+                                 extras=extras)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -46,6 +46,7 @@ import numpy as np
 
 from data import schemes
 from landmarks import coordinates
+from landmarks import distribution
 from star_jax import method as method_lib
 from training import checkpoints as ckpt_lib
 from training import errors
@@ -111,8 +112,8 @@ def load_checkpoint(directory: str, which: str = "best",
 
 def infer(model, variables, images: jax.Array, crop_to_image: jax.Array,
           align_corners: bool = False, with_heatmaps: bool = False,
-          flip_permutation: Optional[Tuple[int, ...]] = None
-          ) -> Dict[str, jax.Array]:
+          flip_permutation: Optional[Tuple[int, ...]] = None,
+          with_covariance: bool = False) -> Dict[str, jax.Array]:
   """Model + the evaluation decoder on crops (traceable; no jit here).
 
   Args:
@@ -125,11 +126,15 @@ def infer(model, variables, images: jax.Array, crop_to_image: jax.Array,
     flip_permutation: the scheme's flip permutation to run the evaluation's
       horizontal-flip test-time augmentation (`config.eval.flip_test`,
       `landmarks.coordinates.flip_test_average`); None: no flip test.
+    with_covariance: also return each landmark's uncertainty: the covariance
+      of its last-stack heatmap distribution (STAR eq. 4, the matrix whose
+      PCA the loss uses), in crop and original pixels squared.
 
   Returns:
     "landmarks_crop" `[B, N, 2]` crop pixels, "landmarks" `[B, N, 2]` original
-    pixels, and "heatmaps" `[B, N, S/4, S/4]` when asked (of the crops as
-    given, also with the flip test); float32.
+    pixels, "heatmaps" `[B, N, S/4, S/4]` when asked, "covariance_crop" and
+    "covariance" `[B, N, 2, 2]` when asked (heatmaps and covariances are of
+    the crops as given, also with the flip test); float32.
   """
   crop_size = images.shape[1]
   crop_to_image = crop_to_image.astype(jnp.float32)
@@ -150,28 +155,37 @@ def infer(model, variables, images: jax.Array, crop_to_image: jax.Array,
     crop = coordinates.flip_test_average(crop_points, images,
                                         tuple(flip_permutation))
     original = coordinates.crop_to_original(crop, crop_to_image)
-    outputs = forward(images) if with_heatmaps else None  # extra pass.
+    outputs = (forward(images) if with_heatmaps or with_covariance
+               else None)  # extra pass.
   out = {"landmarks_crop": crop, "landmarks": original}
+  if (with_heatmaps or with_covariance) and "heatmaps" not in outputs[-1]:
+    raise errors.UserError(
+        "this model has a coordinate-regression head (model.head="
+        "'regression') and predicts no heatmaps; call without "
+        "with_heatmaps / with_covariance (--with_heatmaps, --uncertainty)")
   if with_heatmaps:
-    if "heatmaps" not in outputs[-1]:
-      raise errors.UserError(
-          "this model has a coordinate-regression head (model.head="
-          "'regression') and predicts no heatmaps; call without "
-          "with_heatmaps (--with_heatmaps)")
     out["heatmaps"] = outputs[-1]["heatmaps"]
+  if with_covariance:
+    cov = coordinates.denormalise_covariance(
+        distribution.distribution_pca(outputs[-1]["heatmaps"]).covariance,
+        crop_size, align_corners)
+    out["covariance_crop"] = cov
+    out["covariance"] = coordinates.covariance_to_original(cov, crop_to_image)
   return out
 
 
 @functools.partial(jax.jit, static_argnames=("model", "align_corners",
                                               "with_heatmaps",
-                                              "flip_permutation"))
+                                              "flip_permutation",
+                                              "with_covariance"))
 def _predict_crops(model, variables, images, align_corners, with_heatmaps,
-                   flip_permutation):
+                   flip_permutation, with_covariance):
   b = images.shape[0]
   eye = jnp.broadcast_to(jnp.eye(2, 3, dtype=jnp.float32), (b, 2, 3))
   out = infer(model, variables, images, eye, align_corners, with_heatmaps,
-              flip_permutation)
-  del out["landmarks"]  # equals landmarks_crop under the identity map.
+              flip_permutation, with_covariance)
+  del out["landmarks"]  # equal to the crop values under the identity map.
+  out.pop("covariance", None)
   return out
 
 
@@ -194,11 +208,12 @@ def flip_permutation_for(config, flip_test: Optional[bool] = None
 
 def predict_crops(model, variables, images, align_corners: bool = False,
                   with_heatmaps: bool = False,
-                  flip_permutation: Optional[Tuple[int, ...]] = None
-                  ) -> Dict[str, jax.Array]:
+                  flip_permutation: Optional[Tuple[int, ...]] = None,
+                  with_covariance: bool = False) -> Dict[str, jax.Array]:
   """Jitted: uint8 crops `[B, S, S, 3]` -> "landmarks_crop" `[B, N, 2]`.
 
-  With `with_heatmaps`, also "heatmaps" `[B, N, S/4, S/4]` (last stack).
+  With `with_heatmaps`, also "heatmaps" `[B, N, S/4, S/4]` (last stack);
+  with `with_covariance`, "covariance_crop" `[B, N, 2, 2]` (crop px^2).
 
   Compiles once per (model, batch size, crop size); pad batches to a fixed
   size to avoid recompiling. `align_corners` must be the training config's
@@ -215,4 +230,5 @@ def predict_crops(model, variables, images, align_corners: bool = False,
   if flip_permutation is not None:
     flip_permutation = tuple(int(i) for i in flip_permutation)
   return _predict_crops(model, variables, images, bool(align_corners),
-                        bool(with_heatmaps), flip_permutation)
+                        bool(with_heatmaps), flip_permutation,
+                        bool(with_covariance))

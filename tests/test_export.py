@@ -29,14 +29,18 @@ BATCHES = (3, 5)
 _SHARED = {}
 
 
+EXTRAS = {"calibration_haar": {"detector": "haar", "offset": [0.0, 0.1]}}
+
+
 def shared_artifact(tmp_path_factory):
   """(workdir, artifact path, manifest): the shared workdir's best checkpoint
-  exported with heatmaps for cpu, cuda and tpu; one per test session."""
+  exported with heatmaps, covariances (the default for heatmap models) and
+  EXTRAS for cpu, cuda and tpu; one per test session."""
   if "artifact" not in _SHARED:
     workdir, _, _ = test_inference.shared_workdir(tmp_path_factory)
     path = str(tmp_path_factory.mktemp("export") / "model.zip")
     manifest = export.export_checkpoint(workdir, path, "best",
-                                        with_heatmaps=True)
+                                        with_heatmaps=True, extras=EXTRAS)
     _SHARED["artifact"] = (workdir, path, manifest)
   return _SHARED["artifact"]
 
@@ -56,8 +60,8 @@ def _inputs(batch, seed):
 
 def _live(workdir, images, c2i):
   config, model, variables = inference.load_checkpoint(workdir, "best")
-  out = jax.jit(inference.infer, static_argnums=(0, 4, 5))(
-      model, variables, images, c2i, False, True)
+  out = jax.jit(inference.infer, static_argnums=(0, 4, 5, 6, 7))(
+      model, variables, images, c2i, False, True, None, True)
   return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -115,7 +119,8 @@ def test_artifact_equals_live_model_without_model_code(exported, tmp_path):
   got = np.load(tmp_path / "out.npz")
   for b in BATCHES:
     live = _live(workdir, inputs[f"images_{b}"], inputs[f"c2i_{b}"])
-    for k in ("landmarks_crop", "landmarks", "heatmaps"):
+    for k in ("landmarks_crop", "landmarks", "heatmaps", "covariance_crop",
+              "covariance"):
       assert got[f"{k}_{b}"].shape == live[k].shape
       np.testing.assert_allclose(got[f"{k}_{b}"], live[k], atol=1e-5,
                                  rtol=1e-6)
@@ -124,6 +129,14 @@ def test_artifact_equals_live_model_without_model_code(exported, tmp_path):
     ref = (np.einsum("bij,bnj->bni", c2i[..., :2], live["landmarks_crop"])
            + c2i[:, None, :, 2])
     np.testing.assert_allclose(got[f"landmarks_{b}"], ref, atol=1e-3)
+    # Covariances: A C A^T of the crop ones (float64 reference), symmetric
+    # positive definite.
+    cov_ref = np.einsum("bij,bnjk,blk->bnil", c2i[..., :2],
+                        live["covariance_crop"].astype(np.float64),
+                        c2i[..., :2])
+    np.testing.assert_allclose(got[f"covariance_{b}"], cov_ref, rtol=1e-4,
+                               atol=1e-4)
+    assert np.all(np.linalg.eigvalsh(cov_ref) > 0)
     # Without crop_to_image, "landmarks" are the crop points.
     np.testing.assert_allclose(got[f"plain_{b}"], live["landmarks_crop"],
                                atol=1e-5)
@@ -153,7 +166,8 @@ def test_artifact_layout_and_platforms(exported):
   _, path, manifest = exported
   with zipfile.ZipFile(path) as z:
     assert sorted(z.namelist()) == sorted(
-        ["manifest.json", "config.json", "function.bin", "params.npz"])
+        ["manifest.json", "config.json", "function.bin", "params.npz",
+         "extras/calibration_haar.json"])
     stored = json.loads(z.read("manifest.json"))
     config = json.loads(z.read("config.json"))
     npz = np.load(__import__("io").BytesIO(z.read("params.npz")))
@@ -166,13 +180,17 @@ def test_artifact_layout_and_platforms(exported):
   assert stored["outputs"]["heatmaps"] == ["b", 68, CROP // 4, CROP // 4]
   assert stored["source"]["step"] == 1 and stored["source"]["ema"]
   assert config["model"]["width"] == 16 and config["method"] == "star"
+  assert stored["with_covariance"] and stored["extras"] == ["calibration_haar"]
+  assert stored["outputs"]["covariance"] == ["b", 68, 2, 2]
+  assert export.load(path).extras == EXTRAS
 
 
 def test_cli_raw_params_without_heatmaps(exported, tmp_path, capsys):
   workdir, _, _ = exported
   out = str(tmp_path / "raw.zip")
   assert export.main(["--checkpoint", workdir, "--out", out, "--which",
-                      "latest", "--params", "raw", "--platforms", "cpu"]) == 0
+                      "latest", "--params", "raw", "--platforms", "cpu",
+                      "--uncertainty", "off"]) == 0
   assert "wrote" in capsys.readouterr().out
   landmarker = export.load(out)
   assert landmarker.manifest["platforms"] == ["cpu"]

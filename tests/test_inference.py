@@ -319,3 +319,60 @@ def test_best_step_ranked_by_the_runs_metric(tmp_path):
   with open(tmp_path / "config.json", "w") as f:
     json.dump({"best_metric": "val/nme"}, f)
   assert ckpt_lib.find_checkpoint(str(tmp_path), "best")[1] == 4
+
+
+class _GaussianHeatmapModel:
+  """A stand-in for the hourglass: fixed heatmaps, whatever the crops."""
+
+  def __init__(self, heatmaps):
+    self.heatmaps = jnp.asarray(heatmaps, jnp.float32)
+
+  def apply(self, variables, x, train=False):
+    del variables, train
+    return [{"heatmaps": jnp.broadcast_to(
+        self.heatmaps, (x.shape[0],) + self.heatmaps.shape)}]
+
+
+def _gaussian_heatmap(mean, cov, size, crop):
+  """A heatmap whose grid points sit at their crop-pixel positions (the
+  decoder's convention, align_corners False: x = j S / (W - 1) - 1/2) and
+  whose values are the Gaussian density there (float64)."""
+  px = np.arange(size) * crop / (size - 1.0) - 0.5
+  gx, gy = np.meshgrid(px, px)
+  d = np.stack([gx - mean[0], gy - mean[1]], -1)
+  q = np.einsum("hwi,ij,hwj->hw", d, np.linalg.inv(cov), d)
+  return np.exp(-0.5 * q)
+
+
+def test_uncertainty_recovers_a_known_anisotropic_gaussian():
+  crop, size = 128, 32
+  means = np.array([[60.0, 70.0], [40.0, 50.0]])
+  covs = np.array([[[60.0, 25.0], [25.0, 30.0]],      # tilted, 2:1.
+                   [[20.0, -8.0], [-8.0, 90.0]]])
+  heat = np.stack([_gaussian_heatmap(m, c, size, crop)
+                   for m, c in zip(means, covs)])
+  model = _GaussianHeatmapModel(heat)
+  images = np.zeros((2, crop, crop, 3), np.uint8)
+  a = np.array([[2.0, 0.5], [-0.3, 1.5]])            # crop -> image, linear.
+  c2i = np.tile(np.concatenate([a, [[10.0], [-4.0]]], 1), (2, 1, 1))
+  out = inference.infer(model, {}, jnp.asarray(images),
+                        jnp.asarray(c2i, jnp.float32), with_covariance=True)
+  got = np.asarray(out["covariance_crop"], np.float64)
+  # The discrete weighted covariance of the grid (float64 reference, eq. 4
+  # with V1 = 1), and the continuous Gaussian within 4 %.
+  px = np.arange(size) * crop / (size - 1.0) - 0.5
+  gx, gy = np.meshgrid(px, px)
+  for i, (h, c) in enumerate(zip(heat, covs)):
+    p = h / h.sum()
+    mu = np.array([(p * gx).sum(), (p * gy).sum()])
+    d = np.stack([gx - mu[0], gy - mu[1]], -1)
+    ref = np.einsum("hw,hwi,hwj->ij", p, d, d) / (1.0 - (p * p).sum())
+    np.testing.assert_allclose(got[0, i], ref, rtol=2e-3, atol=2e-2)
+    np.testing.assert_allclose(got[1, i], ref, rtol=2e-3, atol=2e-2)
+    np.testing.assert_allclose(got[0, i], c, rtol=0.04, atol=1.0)
+    np.testing.assert_allclose(np.asarray(out["landmarks_crop"])[0, i],
+                               means[i], atol=0.05)
+  # Original pixels: A C A^T.
+  np.testing.assert_allclose(np.asarray(out["covariance"])[0],
+                             np.einsum("ij,njk,lk->nil", a, got[0], a),
+                             rtol=1e-4, atol=1e-3)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from data import pipeline
 from data import readers
+from data import transforms
 from data.readers import pts as pts_reader
 from star_jax import predict
 from tests import test_export
@@ -134,7 +135,8 @@ def test_cli_bad_image_reported_others_written(workdir, tmp_path, capsys):
   before = {p: os.stat(folder / p).st_mtime_ns for p in os.listdir(folder)}
   out = tmp_path / "out"
   code = predict.main(["--checkpoint", workdir, "--images", str(folder),
-                       "--out", str(out), "--batch_size", "2"])
+                       "--out", str(out), "--batch_size", "2",
+                       "--detector", "none"])
   err = capsys.readouterr().err
   assert code == 1
   assert "broken.jpg" in err and "cannot decode" in err
@@ -143,8 +145,10 @@ def test_cli_bad_image_reported_others_written(workdir, tmp_path, capsys):
   assert sorted(os.listdir(folder)) == sorted(before)   # nothing added there.
   assert {p: os.stat(folder / p).st_mtime_ns
           for p in os.listdir(folder)} == before
-  record = json.loads((out / "face1.json").read_text())
-  assert record["box_source"] == "whole_image" and record["width"] == 60
+  image_record = json.loads((out / "face1.json").read_text())
+  assert image_record["width"] == 60 and image_record["detector"] is None
+  [record] = image_record["faces"]
+  assert record["box_source"] == "whole_image"
   c2i = np.array(record["crop_to_image"])
   crop = np.array(record["landmarks_crop"])
   np.testing.assert_allclose(np.array(record["landmarks"]),
@@ -188,7 +192,7 @@ def test_pts_landmarks_give_the_eval_crop(workdir, tmp_path):
   out = tmp_path / "out"
   assert predict.main(["--checkpoint", workdir, "--image", path,
                        "--landmarks", pts_path, "--out", str(out)]) == 0
-  record = json.loads((out / "face0.json").read_text())
+  [record] = json.loads((out / "face0.json").read_text())["faces"]
   assert record["box_source"] == "landmarks"
   np.testing.assert_allclose(record["box"], [30, 40, 80, 100], atol=1e-5)
   # Crop: centre (55, 70), side 60 * 1.25 = 75 -> crop_to_image.
@@ -210,7 +214,7 @@ def test_yt68_csv_row_gives_the_eval_pipeline_crop(workdir, tmp_path):
                          record.image_path, "--landmarks", csv, "--out",
                          str(out)]) == 0
     stem = os.path.splitext(os.path.basename(record.image_path))[0]
-    got = json.loads((out / f"{stem}.json").read_text())
+    [got] = json.loads((out / f"{stem}.json").read_text())["faces"]
     sample = pipeline.make_sample(
         record, record.load_image(), 0,
         pipeline.CropConfig(crop_size=S, num_points=68, crop_mode="points"),
@@ -218,3 +222,114 @@ def test_yt68_csv_row_gives_the_eval_pipeline_crop(workdir, tmp_path):
     np.testing.assert_allclose(got["crop_to_image"], sample["crop_to_image"],
                                rtol=1e-6, atol=1e-4)
     assert got["box_source"] == "landmarks"
+
+
+def _fixed_with_covariance(crops):
+  """FIXED points with a known, different covariance per point (crop px^2)."""
+  cov = np.array([[[4.0, 1.0], [1.0, 2.0]], [[9.0, 0.0], [0.0, 1.0]],
+                  [[1.0, -0.5], [-0.5, 3.0]]])
+  b = len(crops)
+  return {"landmarks_crop": np.tile(FIXED, (b, 1, 1)),
+          "covariance_crop": np.tile(cov, (b, 1, 1, 1))}
+
+
+def test_uncertainty_maps_to_original_pixels():
+  p = predict.Predictor(_fixed_with_covariance, S, crop_mode="points")
+  img = np.zeros((120, 200, 3), np.uint8)
+  box = np.array([30.0, 20.0, 110.0, 80.0])   # side 100 -> 100 / S px per px.
+  [res] = p.predict([img], boxes=[box])
+  k = 100.0 / S
+  crop_cov = _fixed_with_covariance(img[None])["covariance_crop"][0]
+  np.testing.assert_allclose(res["covariance"], crop_cov * k * k, atol=1e-9)
+  # std and major axis: float64 eigh, by hand for the diagonal point.
+  np.testing.assert_allclose(res["std"][1], [1.0 * k, 3.0 * k], atol=1e-9)
+  np.testing.assert_allclose(res["major_axis"][1], [1.0, 0.0], atol=1e-9)
+  for c, (lo, hi), v in zip(res["covariance"], res["std"],
+                            res["major_axis"]):
+    np.testing.assert_allclose(c @ v, hi * hi * v, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.eigvalsh(c), [lo * lo, hi * hi],
+                               atol=1e-9)
+  # spread: mean major std in crop px over the crop side (scale-free).
+  major = [np.sqrt(np.linalg.eigvalsh(c)[1]) for c in crop_cov]
+  assert res["spread"] == pytest.approx(np.mean(major) / S, abs=1e-12)
+
+
+class _FakeDetection:
+  def __init__(self, box, score):
+    self.box, self.score = np.asarray(box, np.float64), score
+
+
+class _FakeDetector:
+  min_face_size = 30
+
+  def __init__(self, boxes):
+    self.boxes = boxes
+
+  def __call__(self, image):
+    return [_FakeDetection(b, s) for b, s in self.boxes]
+
+
+class _ShiftCalibration:
+  """A stand-in calibration: centre moved down by 10 % of the box width."""
+
+  def apply(self, box):
+    x1, y1, x2, y2 = box
+    return (np.array([(x1 + x2) / 2, (y1 + y2) / 2 + 0.1 * (x2 - x1)]),
+            (x2 - x1) / 200.0)
+
+
+def test_every_detected_face_predicted_in_detector_order(tmp_path,
+                                                        monkeypatch):
+  p = predict.Predictor(_fixed_fn, S, crop_mode="points", batch_size=2)
+  boxes = [([100.0, 10.0, 160.0, 70.0], 0.9), ([10.0, 20.0, 50.0, 60.0], 0.7),
+           ([60.0, 50.0, 90.0, 80.0], 0.5)]
+  paths = _write_images(tmp_path / "in", [(90, 180), (90, 180)])
+  written, failures = predict.predict_files(
+      p, paths, str(tmp_path / "out"), detector=_FakeDetector(boxes),
+      detector_name="fake")
+  assert not failures and len(written) == 2
+  record = json.loads(open(written[1]).read())
+  assert record["detector"] == "fake"
+  faces = record["faces"]
+  assert [f["detector_score"] for f in faces] == [0.9, 0.7, 0.5]
+  for face, (box, _) in zip(faces, boxes):
+    # Public rule: centre = box centre, side = min(w, h) * 1.05.
+    centre = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]
+    side = min(box[2] - box[0], box[3] - box[1]) * 1.05
+    np.testing.assert_allclose(face["landmarks"],
+                               _inverse_reference(FIXED, centre, side),
+                               atol=1e-3)
+    assert face["box_source"] == "detector" and face["box"] == box
+  # With a calibration for this detector, its map is used instead.
+  monkeypatch.setattr(p, "calibration_for", lambda name: _ShiftCalibration())
+  [face] = predict.image_crops(
+      p, np.zeros((90, 180, 3), np.uint8),
+      detector=_FakeDetector(boxes[:1]), detector_name="fake")
+  assert face["box_source"] == "detector_calibrated"
+  np.testing.assert_allclose(
+      transforms.apply_affine(face["crop_to_image"], FIXED),
+      _inverse_reference(FIXED, [130.0, 46.0], 60.0), atol=1e-9)
+  # No face: a message naming the detector and its minimum size.
+  with pytest.raises(ValueError, match="no face found by the fake detector "
+                     r"\(it finds faces of at least 30 px\)"):
+    predict.image_crops(p, np.zeros((90, 180, 3), np.uint8),
+                        detector=_FakeDetector([]), detector_name="fake")
+
+
+def test_several_images_all_predicted(workdir, tmp_path, capsys):
+  paths = _write_images(tmp_path / "in", [(70, 80), (90, 60), (64, 64)])
+  grey = tmp_path / "in" / "grey.png"
+  Image.fromarray(np.full((50, 40), 128, np.uint8)).save(grey)
+  rgba = tmp_path / "in" / "rgba.png"
+  Image.fromarray(np.full((50, 40, 4), 200, np.uint8)).save(rgba)
+  out = tmp_path / "out"
+  args = ["--checkpoint", workdir, "--out", str(out), "--detector", "none"]
+  for path in paths + [str(grey), str(rgba)]:
+    args += ["--image", path]
+  assert predict.main(args) == 0
+  assert sorted(f for f in os.listdir(out) if f.endswith(".json")) == [
+      "face0.json", "face1.json", "face2.json", "grey.json", "rgba.json"]
+  # Heatmap models report their uncertainty.
+  [face] = json.loads((out / "grey.json").read_text())["faces"]
+  assert np.asarray(face["covariance"]).shape == (68, 2, 2)
+  assert face["spread"] > 0
