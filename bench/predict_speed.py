@@ -163,59 +163,11 @@ def torch_model(num_points: int, edges: Sequence[Sequence[int]],
   from bench import torch_hourglass  # pylint: disable=g-import-not-at-top
   from star_jax import aam  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  if use_aam:
-    e2p = torch.from_numpy(aam.edge_to_point_matrix(edges, num_points))
-    net = torch_hourglass.StackedHourglass(num_points, e2p, num_stacks, depth,
-                                           width)
-  else:
-    net = _heatmap_only_hourglass()(num_points, num_stacks, depth, width)
+  e2p = (torch.from_numpy(aam.edge_to_point_matrix(edges, num_points))
+         if use_aam else torch.zeros(1, num_points))
+  net = torch_hourglass.StackedHourglass(num_points, e2p, num_stacks, depth,
+                                         width, use_aam=use_aam)
   return net.to(memory_format=torch.channels_last).eval()
-
-
-def _heatmap_only_hourglass():
-  """torch_hourglass.StackedHourglass without AAM (class built on demand so
-  that importing this file needs no torch)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-  from bench import torch_hourglass  # pylint: disable=g-import-not-at-top
-
-  class HeatmapOnlyHourglass(torch_hourglass.StackedHourglass):
-    """Stacks merge features + activated heatmaps; returns the heatmaps."""
-
-    def __init__(self, num_points, num_stacks, depth, width):
-      super().__init__(num_points, torch.zeros(1, num_points), num_stacks,
-                       depth, width)
-      del self.point_head, self.edge_head, self.merge_point, self.merge_edge
-
-    def forward(self, images):
-      b, _, s, _ = images.shape
-      x = (images - 127.5) / 127.5
-      coords = torch_hourglass.coordinate_channels(s, s).to(x)[None].expand(
-          b, -1, -1, -1)
-      x = torch.cat([x, coords], 1).contiguous(
-          memory_format=torch.channels_last)
-      x = F.relu(self.stem_bn(self.stem_conv(x)))
-      x = self.stem_res[0](x)
-      x = self.stem_res[2](self.stem_res[1](F.max_pool2d(x, 2)))
-      h = x.shape[-1]
-      grid = torch_hourglass.coordinate_channels(h, h).to(x)[None].expand(
-          b, -1, -1, -1)
-      heats, heat = [], None
-      for i in range(self.num_stacks):
-        extra = grid
-        if heat is not None:
-          keep = (heat[:, -1:].detach().clamp(0, 1) > 0.05).to(grid)
-          extra = torch.cat([grid, grid[:, :2] * keep], 1)
-        hg = self.hourglasses[i](x, extra.to(x.dtype))
-        feature = self.feature_res[i](hg)
-        feature = F.relu(self.feature_bn[i](self.feature_conv[i](feature)))
-        heat = F.relu(F.instance_norm(self.heat_head[i](feature).float()))
-        heats.append(heat)
-        if i < self.num_stacks - 1:
-          x = x + self.merge_feature[i](feature) + self.merge_heat[i](heat)
-      return heats
-
-  return HeatmapOnlyHourglass
 
 
 # ------------------------------------------------------------- timing ----

@@ -66,8 +66,9 @@ class StackedHourglass(nn.Module):
   """Same layers and maths as star_jax.model.StackedHourglass (NCHW API)."""
 
   def __init__(self, num_points: int, e2p: torch.Tensor, num_stacks=4,
-               depth=4, width=256):
+               depth=4, width=256, use_aam=True):
     super().__init__()
+    self.use_aam = use_aam
     num_edges = e2p.shape[0]
     self.register_buffer("e2p", e2p.float())  # [E, N]
     self.register_buffer("no_edge", (e2p.sum(0) < 0.5).float())
@@ -93,9 +94,12 @@ class StackedHourglass(nn.Module):
         [nn.Conv2d(c, width, 1) for _ in range(num_stacks - 1)])
     self.merge_feature, self.merge_heat = merge(width), merge(num_points)
     self.merge_point, self.merge_edge = merge(num_points), merge(num_edges)
+    if not use_aam:
+      del self.point_head, self.edge_head, self.merge_point, self.merge_edge
 
   def forward(self, images):
-    """images: float `[B, 3, S, S]` in [0, 255] -> list of fused heatmaps."""
+    """images: float `[B, 3, S, S]` in [0, 255] -> list of fused heatmaps
+    (with use_aam=False: of the activated heatmaps)."""
     b, _, s, _ = images.shape
     x = (images - 127.5) / 127.5
     coords = coordinate_channels(s, s).to(x)[None].expand(b, -1, -1, -1)
@@ -116,6 +120,11 @@ class StackedHourglass(nn.Module):
       feature = self.feature_res[i](hg)
       feature = F.relu(self.feature_bn[i](self.feature_conv[i](feature)))
       heat = F.relu(F.instance_norm(self.heat_head[i](feature).float()))
+      if not self.use_aam:       # model.use_aam=False: the heatmaps alone.
+        fused_all.append(heat)
+        if i < self.num_stacks - 1:
+          x = x + self.merge_feature[i](feature) + self.merge_heat[i](heat)
+        continue
       point = torch.sigmoid(self.point_head[i](feature).float())
       edge = torch.sigmoid(self.edge_head[i](feature).float())
       mask = (torch.einsum("behw,en->bnhw", edge, self.e2p)

