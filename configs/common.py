@@ -59,8 +59,12 @@ def spine(method: str, *, batch_size: int, eval_batch_size: int,
   c.async_checkpoints = True
   c.eval_every_epochs = 1
   # Config fields a resumed run may change (the others must equal the
-  # checkpoint's config).
+  # checkpoint's config); "data_listing" also allows resuming on changed
+  # training data (training/fingerprint.py).
   c.resume_may_change = ()
+  # Steps in a row with a non-finite loss or gradients (not applied) before
+  # the run stops (training/nonfinite.py); 0: no guard.
+  c.max_nonfinite_steps = 10
   # Persistent XLA compilation cache: "" off, "workdir", or a path.
   c.compilation_cache_dir = "~/.cache/star_jax/xla"
   return c

@@ -51,6 +51,8 @@ import dataclasses
 import hashlib
 import logging
 import math
+import multiprocessing
+import signal
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import grain.python as grain
@@ -183,6 +185,26 @@ def make_sample(record, image: np.ndarray, index: int, config: CropConfig,
       decode_failed=np.asarray(False))
 
 
+_STOP_SIGNALS_SET = []
+
+
+def _leave_stop_signals_to_the_main_process() -> None:
+  """In a grain worker process: ignore SIGTERM and SIGINT (once per process).
+
+  A scheduler's SIGTERM (SLURM, a terminal's Ctrl-C) reaches every process
+  of the group; the training loop saves a checkpoint on it
+  (training/preemption.py), which needs the workers alive until it has
+  closed them. Nothing changes in the main process (`num_workers=0`).
+  """
+  if _STOP_SIGNALS_SET:
+    return
+  _STOP_SIGNALS_SET.append(True)
+  if multiprocessing.parent_process() is None:
+    return
+  for s in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(s, signal.SIG_IGN)
+
+
 class _SampleTransform(grain.RandomMapTransform):
   """grain op: `(index, record)` -> sample dict (runs in the workers)."""
 
@@ -193,6 +215,7 @@ class _SampleTransform(grain.RandomMapTransform):
     self._train = train
 
   def random_map(self, element, rng: np.random.Generator):
+    _leave_stop_signals_to_the_main_process()
     index, record = element
     if record is None:
       return self._empty()

@@ -19,6 +19,8 @@ Conventions (all readers):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -97,3 +99,49 @@ def as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
       image = image * 255.0
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
   return image
+
+
+def training_listing(records, with_labels: bool = True
+                     ) -> list[tuple[str, str]]:
+  """What a run trained on, for the checkpoint's data fingerprint.
+
+  One `(key, label_hash)` per record, in the records' order: `key` is the
+  image path relative to the common folder of all the records' paths (so a
+  dataset moved or mounted elsewhere as a whole keeps its fingerprint), with
+  `#<image_key>` for container formats and `@<n>` for the n-th further face
+  of the same image; `label_hash` is the first 16 hex digits of the SHA-256
+  of the landmarks, visibility, box, centre and scale (float32 bytes), or ""
+  with `with_labels=False` (self-supervised runs: their training never reads
+  the landmarks, and neither does their fingerprint).
+
+  `training.fingerprint` hashes this listing and, on resume, says which
+  files were added, removed or relabelled.
+  """
+  paths = [os.path.abspath(r.image_path) for r in records]
+  root = ""
+  if paths:
+    root = os.path.commonpath(paths)
+    if len(paths) == 1 or root in paths:
+      root = os.path.dirname(root)
+  seen: dict[str, int] = {}
+  out = []
+  for r, path in zip(records, paths):
+    key = os.path.relpath(path, root) if root else path
+    if r.image_key is not None:
+      key += f"#{r.image_key}"
+    n = seen.get(key, 0)
+    seen[key] = n + 1
+    if n:
+      key += f"@{n}"
+    label = ""
+    if with_labels:
+      h = hashlib.sha256()
+      for part in (r.landmarks, r.visible, r.box, r.center, r.scale):
+        if part is None:
+          h.update(b"-")
+        else:
+          h.update(np.asarray(part, np.float32).tobytes())
+          h.update(b"|")
+      label = h.hexdigest()[:16]
+    out.append((key, label))
+  return out

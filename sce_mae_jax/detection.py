@@ -266,6 +266,8 @@ class DetectionMethod(stage2.Stage2Method):
 
   best_metric = "val/nme"
   best_mode = "min"
+  # The head trains on the landmarks: they are part of the data fingerprint.
+  listing_labels = True
 
   def __init__(self, config, train_records=None, eval_records=None):
     self._frozen = None

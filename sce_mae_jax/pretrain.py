@@ -57,6 +57,7 @@ import numpy as np
 
 from data import pipeline
 from data import readers
+from data import records as records_lib
 from data.readers import common as readers_common
 from sce_mae_jax import mae as mae_lib
 from sce_mae_jax import reconstruction as recon_lib
@@ -240,6 +241,11 @@ class PretrainData:
 
   def num_train_examples(self) -> int:
     return len(self.train_records)
+
+  def train_listing(self):
+    """Files trained on, for the checkpoint's fingerprint (no labels:
+    pretraining never reads them)."""
+    return records_lib.training_listing(self.train_records, with_labels=False)
 
   def train_iterator(self, local_batch_size: int) -> Iterator:
     d = self.config.data

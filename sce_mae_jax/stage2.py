@@ -63,6 +63,7 @@ import numpy as np
 
 from data import pipeline
 from data import readers
+from data import records as records_lib
 from landmarks import plots
 from sce_mae_jax import backbone as backbone_lib
 from sce_mae_jax import carb as carb_lib
@@ -418,6 +419,15 @@ class Stage2Method(method_base.Method):
 
   def num_train_examples(self) -> int:
     return len(self.train_records)
+
+  # Stage 2 is self-supervised: its fingerprint holds no landmarks.
+  listing_labels = False
+
+  def train_listing(self):
+    """Files (and, for a supervised subclass, labels) trained on, for the
+    checkpoint's fingerprint."""
+    return records_lib.training_listing(self.train_records,
+                                        with_labels=self.listing_labels)
 
   @property
   def num_points(self) -> int:

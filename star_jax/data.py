@@ -9,6 +9,7 @@ import numpy as np
 from data import ambiguity
 from data import pipeline
 from data import readers
+from data import records as records_lib
 from data import schemes as schemes_lib
 
 
@@ -60,6 +61,10 @@ class StarData:
 
   def num_train_examples(self) -> int:
     return len(self.train_records)
+
+  def train_listing(self):
+    """Files and labels trained on, for the checkpoint's fingerprint."""
+    return records_lib.training_listing(self.train_records)
 
   def _loader_options(self):
     d = self.d

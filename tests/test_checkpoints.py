@@ -1,12 +1,23 @@
-"""Tests of training/checkpoints.py: exact save/restore, best, config guard."""
+"""Tests of training/checkpoints.py: exact save/restore, best, config guard.
+
+Also the faults: an unrestorable latest checkpoint (truncated file, missing
+item, another tree) is set aside, kept byte for byte, and the previous one
+used; a failed write (disk full) stops the run with the earlier checkpoints
+intact.
+"""
+
+import errno
+import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from tests import test_inference
 from tests import test_loop as toy
 from training import checkpoints as ckpt_lib
+from training import errors
 from training import loop
 from training import mesh as mesh_lib
 
@@ -260,3 +271,113 @@ def test_restore_run_without_ema_and_clear_errors(tmp_path):
   (tmp_path / "early" / "checkpoints").mkdir(parents=True)
   with pytest.raises(FileNotFoundError, match="no latest checkpoint"):
     ckpt_lib.restore_run(str(tmp_path / "early"))
+
+
+# ------------------------------------------------ broken checkpoints ----
+
+def _tree_snapshot(root):
+  """{relative path: bytes} of every file under `root`."""
+  out = {}
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(dirpath, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = f.read()
+  return out
+
+
+def _truncate_largest_state_file(step_dir):
+  files = []
+  for dirpath, _, names in os.walk(os.path.join(step_dir, "state")):
+    files += [os.path.join(dirpath, n) for n in names]
+  path = max(files, key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 3)
+
+
+def _other_tree(step_dir, workdir, config):
+  """Replaces step `step_dir` by a checkpoint of another state tree."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  step = int(os.path.basename(step_dir))
+  shutil.rmtree(step_dir)
+  c = ckpt_lib.Checkpointer(workdir, async_save=False)
+  c.save(step, {"w": np.zeros(3, np.float32)}, None, {},
+         ckpt_lib.config_to_dict(config), force=True)
+  c.close()
+
+
+def _missing_item(step_dir, workdir, config):
+  del workdir, config
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(os.path.join(step_dir, "data"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing_item", "other_tree"])
+def test_an_unrestorable_latest_falls_back_to_the_previous_step(
+    tmp_path, capsys, damage):
+  config = toy.toy_config(max_steps=8, checkpoint_every_steps=4,
+                          eval_every_epochs=0, best_metric="")
+  straight = loop.train(toy.ToyMethod(config), config, str(tmp_path / "a"))
+  workdir = str(tmp_path / "b")
+  short = toy.toy_config(max_steps=6, checkpoint_every_steps=3,
+                         eval_every_epochs=0, best_metric="")
+  loop.train(toy.ToyMethod(short), short, workdir)  # checkpoints 3 and 6.
+  step_dir = os.path.join(workdir, "checkpoints", "6")
+  if damage == "truncated":
+    _truncate_largest_state_file(step_dir)
+  elif damage == "missing_item":
+    _missing_item(step_dir, workdir, short)
+  else:
+    _other_tree(step_dir, workdir, short)
+  damaged = _tree_snapshot(step_dir)
+  capsys.readouterr()
+  resumed = loop.train(toy.ToyMethod(config), config, workdir)
+  out = capsys.readouterr().out
+  assert "warning: checkpoint step 6" in out and "does not restore" in out
+  assert "resumed from" in out and "(step 3)" in out
+  # The broken step is kept, byte for byte, beside the checkpoints.
+  kept = os.path.join(workdir, ckpt_lib.UNREADABLE_SUBDIR, "6")
+  assert _tree_snapshot(kept) == damaged
+  # Resumed from step 3, the run ends exactly as the uninterrupted one.
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_no_restorable_checkpoint_is_a_user_error_and_deletes_nothing(tmp_path):
+  config = toy.toy_config(max_steps=4, checkpoint_every_steps=4,
+                          eval_every_epochs=0, best_metric="")
+  workdir = str(tmp_path)
+  loop.train(toy.ToyMethod(config), config, workdir)
+  _truncate_largest_state_file(os.path.join(workdir, "checkpoints", "4"))
+  longer = toy.toy_config(max_steps=8, checkpoint_every_steps=4,
+                          eval_every_epochs=0, best_metric="")
+  with pytest.raises(errors.UserError, match="none of the checkpoints"):
+    loop.train(toy.ToyMethod(longer), longer, workdir)
+  assert os.path.isdir(os.path.join(workdir, ckpt_lib.UNREADABLE_SUBDIR, "4"))
+
+
+def test_a_failed_write_stops_the_run_and_keeps_earlier_checkpoints(
+    tmp_path, monkeypatch):
+  config = toy.toy_config(max_steps=8, checkpoint_every_steps=4,
+                          eval_every_epochs=0, best_metric="",
+                          async_checkpoints=False)
+  real_save = ocp.CheckpointManager.save
+
+  def disk_full_at_8(self, step, *args, **kwargs):
+    if step == 8:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_at_8)
+  with pytest.raises(ckpt_lib.CheckpointWriteError) as info:
+    loop.train(toy.ToyMethod(config), config, str(tmp_path))
+  message = str(info.value)
+  assert "step 8" in message and "No space left on device" in message
+  assert "intact (steps [4])" in message
+  monkeypatch.undo()
+  trainer = loop.Trainer(toy.ToyMethod(config), config)
+  c = ckpt_lib.Checkpointer(str(tmp_path))
+  assert c.latest_step() == 4
+  state, _, _, _ = c.restore(4, trainer.abstract_state)
+  c.close()
+  assert int(state.step) == 4

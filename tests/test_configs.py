@@ -148,6 +148,10 @@ def test_constants_the_code_also_names_equal_the_configs():
   assert common.MAE_HELDOUT == pretrain.HELDOUT
   assert common.mae().best_metric == pretrain.MaePretrainMethod.best_metric
   assert common.LCR_TAU == lcr.DEFAULT_TAU
+  from training import nonfinite  # pylint: disable=g-import-not-at-top
+  assert common.spine("star", batch_size=1, eval_batch_size=1, num_epochs=1
+                      ).max_nonfinite_steps == (
+                          nonfinite.DEFAULT_MAX_NONFINITE_STEPS)
   # LossSettings keeps defaults (so tests can build one by hand): they must
   # be the config's, field for field, and the config names every field.
   loss = common.star().loss.to_dict()

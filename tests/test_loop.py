@@ -59,6 +59,7 @@ def toy_config(**overrides) -> ml_collections.ConfigDict:
   c.frozen_first_layer = False
   c.resume_may_change = ("data_delay_s",)
   c.eval_label = "a"    # a field ToyMethod declares resumable.
+  c.num_workers = 0     # grain worker processes of the training loader.
   for k, v in overrides.items():
     c[k] = v
   return c
@@ -119,7 +120,7 @@ class ToyMethod(method_lib.Method):
             seed=int(self.config.seed), num_epochs=None),
         operations=[_Lookup(self.config.data_delay_s),
                     grain.Batch(local_batch_size, drop_remainder=True)],
-        worker_count=0)
+        worker_count=int(self.config.get("num_workers", 0)))
     return iter(loader)
 
   def eval_iterators(self, local_batch_size):

@@ -50,7 +50,7 @@ RESUMABLE_FIELDS = (
     "workdir", "num_epochs", "max_steps", "log_every_steps",
     "checkpoint_every_steps", "eval_every_epochs", "keep_checkpoints",
     "progress_every_steps", "compilation_cache_dir", "distributed",
-    "mode", "resume_may_change", "eval_checkpoint",
+    "mode", "resume_may_change", "eval_checkpoint", "max_nonfinite_steps",
 )
 
 # `restore_run`: which checkpoint, in which sub-folder of the workdir.
@@ -61,8 +61,18 @@ SUBDIRS = {"latest": "checkpoints", "best": "checkpoints_best"}
 PARAMS = ("raw", "ema", "prefer_ema")
 
 
+# Checkpoints that fail to restore are moved here (never deleted), so that
+# the run resumes from the newest one that does and orbax does not count the
+# broken one among the steps it keeps.
+UNREADABLE_SUBDIR = "checkpoints_unreadable"
+
+
 class ConfigMismatchError(errors.UserError):
   pass
+
+
+class CheckpointWriteError(errors.UserError):
+  """A checkpoint could not be written (disk full, permissions, ...)."""
 
 
 def config_to_dict(config) -> dict:
@@ -206,14 +216,32 @@ class Checkpointer:
         meta=ocp.args.JsonSave(dict(meta)),
         config=ocp.args.JsonSave(config_dict))
 
+  def _writing(self, step: int, what, *args, **kwargs):
+    """Runs an orbax save / wait; a failure becomes CheckpointWriteError.
+
+    orbax writes a step into a temporary folder and renames it when every
+    item is on disk, and removes old steps only after that, so the earlier
+    checkpoints are intact when a write fails.
+    """
+    try:
+      return what(*args, **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+      good = sorted(self.periodic.all_steps()) if self.periodic else []
+      raise CheckpointWriteError(
+          f"could not write the checkpoint of step {step} under "
+          f"{self.workdir}: {type(e).__name__}: {e}\nThe earlier "
+          f"checkpoints are intact (steps {good or 'none'}); free disk space "
+          "or fix the folder's permissions, then re-run the same command to "
+          "resume from the newest of them.") from e
+
   def save(self, step: int, state, data_state, meta, config_dict,
            force: bool = False) -> bool:
     """Periodic save (async). Returns whether a save was started."""
     if step in self.periodic.all_steps():
       return False
-    return self.periodic.save(
-        step, args=self._args(state, data_state, meta, config_dict),
-        force=force)
+    return self._writing(
+        step, self.periodic.save, step,
+        args=self._args(state, data_state, meta, config_dict), force=force)
 
   def save_best(self, step: int, state, data_state, meta, config_dict,
                 metrics: Mapping[str, float]) -> bool:
@@ -227,8 +255,9 @@ class Checkpointer:
         value < current if self.best_mode == "min" else value > current):
       return False
     self._best_value = value
-    return self.best.save(
-        step, args=self._args(state, data_state, meta, config_dict),
+    return self._writing(
+        step, self.best.save, step,
+        args=self._args(state, data_state, meta, config_dict),
         metrics=metrics, force=True)
 
   def best_value(self) -> Optional[float]:
@@ -245,7 +274,7 @@ class Checkpointer:
 
   def wait(self):
     for m in self._managers():
-      m.wait_until_finished()
+      self._writing(m.latest_step(), m.wait_until_finished)
 
   def close(self):
     for m in self._managers():
@@ -281,6 +310,76 @@ class Checkpointer:
         config=ocp.args.JsonRestore()))
     data_state = _decode_data_state(out["data"])
     return out["state"], data_state, dict(out["meta"]), dict(out["config"])
+
+  def restore_newest_good(self, abstract_state,
+                          check_config: Optional[Callable[[dict], None]] = None,
+                          log: Callable[[str], None] = print):
+    """The newest periodic checkpoint that restores, for resuming training.
+
+    Tries the steps newest first. `check_config(saved_config)` runs before
+    the state is read; its errors (a config that differs from the
+    checkpoint's) propagate: they are the user's to fix, not a broken
+    checkpoint. Any other failure (a truncated or missing file, a missing
+    item, a tree that does not fit `abstract_state`) is reported with its
+    reason, the step is moved to `<workdir>/checkpoints_unreadable/<step>`
+    (kept for inspection; orbax no longer counts it) and the next older
+    step is tried.
+
+    Returns:
+      `(step, state, data_state, meta, config)`, or None when there is no
+      checkpoint at all.
+    Raises:
+      errors.UserError: checkpoints exist but none restores.
+    """
+    steps = sorted(self.periodic.all_steps(), reverse=True)
+    broken = []
+    for step in steps:
+      try:
+        config = self.restore_config(step)
+      except Exception as e:  # pylint: disable=broad-except
+        broken.append(self._set_aside(step, e, log))
+        continue
+      if check_config is not None:
+        check_config(config)
+      try:
+        state, data_state, meta, _ = self.restore(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        broken.append(self._set_aside(step, e, log))
+        continue
+      if broken:
+        log(f"resuming from the newest checkpoint that restores, step {step}"
+            f" (set aside: {', '.join(broken)})")
+      return step, state, data_state, meta, config
+    if broken:
+      raise errors.UserError(
+          f"none of the checkpoints under {self.workdir}/"
+          f"{SUBDIRS['latest']} restores; they were moved to "
+          f"{self.workdir}/{UNREADABLE_SUBDIR}/ ({', '.join(broken)}). Re-run "
+          "the same command to train from scratch in this workdir, or use a "
+          "new --workdir.")
+    return None
+
+  def _set_aside(self, step: int, error: Exception, log) -> str:
+    """Moves an unrestorable step out of the manager's folder; returns its
+    new path. Nothing is deleted."""
+    src = os.path.join(self.workdir, SUBDIRS["latest"], str(step))
+    dest_root = os.path.join(self.workdir, UNREADABLE_SUBDIR)
+    os.makedirs(dest_root, exist_ok=True)
+    dest = os.path.join(dest_root, str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest = os.path.join(dest_root, f"{step}.{n}")
+      n += 1
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:400]
+    if jax.process_index() == 0:
+      os.replace(src, dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"set_aside_{step}")
+    self.periodic.reload()
+    log(f"warning: checkpoint step {step} ({src}) does not restore ({reason}"
+        f"); moved to {dest}, trying the previous one")
+    return dest
 
 
 # ------------------------------------------------------- reading a run ----

@@ -10,7 +10,18 @@ implementation and model fields); training/method.py documents them.
 Config fields read here: seed, batch_size, num_epochs, max_steps (optional),
 optimizer.*, ema.*, fsdp, log_every_steps, progress_every_steps,
 checkpoint_every_steps, keep_checkpoints, eval_every_epochs, eval_batch_size,
-best_metric, resume_may_change, compilation_cache_dir, async_checkpoints.
+best_metric, resume_may_change, compilation_cache_dir, async_checkpoints,
+max_nonfinite_steps.
+
+Faults the loop survives (tests/test_loop.py, bench/faults.py): a step with a
+non-finite loss or gradients is not applied and a streak of them stops the run
+(training/nonfinite.py); SIGTERM / SIGINT save the current step and exit
+cleanly (training/preemption.py); a latest checkpoint that does not restore is
+set aside and the previous one used (`Checkpointer.restore_newest_good`); a
+failed checkpoint write stops the run with the earlier checkpoints intact; a
+resume on changed training data is refused unless allowed
+(training/fingerprint.py); the data iterator's worker processes are shut down
+on every exit (no leaked shared memory).
 
 Metrics go to `workdir/tensorboard/events.out.tfevents.*` and
 `workdir/metrics.jsonl`; eval results are named `<split>/<metric>` for the raw
@@ -19,6 +30,7 @@ parameters and `<split>_ema/<metric>` for the EMA parameters.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from typing import Any, Optional
@@ -30,8 +42,11 @@ from clu import metrics as clu_metrics
 
 from training import checkpoints as ckpt_lib
 from training import errors
+from training import fingerprint as fingerprint_lib
 from training import mesh as mesh_lib
 from training import method as method_lib
+from training import nonfinite as nonfinite_lib
+from training import preemption as preemption_lib
 from training import progress as progress_lib
 from training import state as state_lib
 from training import writers as writers_lib
@@ -87,6 +102,9 @@ class Trainer:
         weight_decay_mask=method.weight_decay_mask)
     self.ema_decay = state_lib.ema_decay(config.get("ema", None),
                                          self.global_batch_size)
+    self.max_nonfinite_steps = int(config.get(
+        "max_nonfinite_steps", nonfinite_lib.DEFAULT_MAX_NONFINITE_STEPS))
+    self.guard_nonfinite = self.max_nonfinite_steps > 0
     self._mask = None
     self._build()
 
@@ -146,8 +164,13 @@ class Trainer:
     metrics = dict(metrics)
     metrics["loss"] = loss
     metrics["grad_norm"] = jnp.sqrt(sum(
-        jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+        jnp.sum(jnp.square(g.astype(jnp.float32)))
+        for g in jax.tree.leaves(grads)))
     metrics["learning_rate"] = self.schedule(state.step)
+    if self.guard_nonfinite:
+      finite = nonfinite_lib.is_finite_step(loss, metrics["grad_norm"])
+      new_state = nonfinite_lib.guarded_update(state, new_state, finite)
+      metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return new_state, metrics
 
   # --------------------------------------------------------------- eval ----
@@ -217,11 +240,16 @@ class _MetricAccumulator:
 
 
 def train(method, config, workdir: str) -> state_lib.TrainState:
-  """Trains (or resumes) `method` in `workdir`; returns the final state."""
+  """Trains (or resumes) `method` in `workdir`; returns the final state.
+
+  Returns early, after saving the current step, when SIGTERM / SIGINT
+  arrives (training/preemption.py): re-running resumes from there.
+  """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   setup_runtime(config, workdir)
   is_main = jax.process_index() == 0
+  log = print if is_main else (lambda *a, **k: None)
   trainer = Trainer(method, config)
   config_dict = ckpt_lib.config_to_dict(config)
   best_metric = config.get("best_metric", None) or method.best_metric
@@ -229,32 +257,56 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
       workdir, keep=int(config.get("keep_checkpoints", 2)),
       best_metric=best_metric, best_mode=method.best_mode,
       async_save=bool(config.get("async_checkpoints", True)))
-  train_iter = method.train_iterator(trainer.local_batch_size)
-
-  latest = checkpointer.latest_step()
-  meta = {}
-  if latest is not None:
-    saved = checkpointer.restore_config(latest)
-    ckpt_lib.check_config_compatible(saved, config_dict,
-                                     resumable_fields(method, config))
-    state, data_state, meta, _ = checkpointer.restore(
-        latest, trainer.abstract_state)
-    if data_state is not None:
-      train_iter.set_state(data_state)
+  train_iter = None
+  try:
+    listing = method.train_listing()
+    data_print = (fingerprint_lib.fingerprint(listing)
+                  if listing is not None else None)
+    train_iter = method.train_iterator(trainer.local_batch_size)
+    may_change = resumable_fields(method, config)
+    restored = checkpointer.restore_newest_good(
+        trainer.abstract_state, log=lambda m: log(m, flush=True),
+        check_config=lambda saved: ckpt_lib.check_config_compatible(
+            saved, config_dict, may_change))
+    meta = {}
+    if restored is not None:
+      latest, state, data_state, meta, _ = restored
+      if is_main:
+        fingerprint_lib.check_resume(
+            workdir, meta.get("data_fingerprint"), listing, may_change,
+            log=lambda m: log(m, flush=True))
+      if data_state is not None:
+        train_iter.set_state(data_state)
+      log(f"resumed from {workdir}/checkpoints/{latest} (step "
+          f"{int(state.step)})", flush=True)
+    else:
+      state = trainer.init_state()
+      if is_main and listing is not None:
+        fingerprint_lib.write_listing(workdir, listing)
+    if data_print is not None:
+      meta["data_fingerprint"] = data_print
     if is_main:
-      print(f"resumed from {workdir}/checkpoints/{latest} (step "
-            f"{int(state.step)})", flush=True)
-  else:
-    state = trainer.init_state()
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_dict, f, indent=2, sort_keys=True)
-    n = state_lib.count_params(state.params)
-    print(f"{n:,} parameters; {trainer.steps_per_epoch} steps/epoch, "
-          f"{trainer.total_steps} steps, global batch "
-          f"{trainer.global_batch_size} on {jax.device_count()} device(s)",
-          flush=True)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True)
+      n = state_lib.count_params(state.params)
+      print(f"{n:,} parameters; {trainer.steps_per_epoch} steps/epoch, "
+            f"{trainer.total_steps} steps, global batch "
+            f"{trainer.global_batch_size} on {jax.device_count()} device(s)",
+            flush=True)
+    with preemption_lib.PreemptionWatcher() as watcher:
+      state = _train_steps(trainer, method, config, workdir, state,
+                           train_iter, checkpointer, meta, config_dict,
+                           best_metric, watcher, log)
+  finally:
+    _close_iterator(train_iter)
+    checkpointer.close()
+  return state
 
+
+def _train_steps(trainer, method, config, workdir, state, train_iter,
+                 checkpointer, meta, config_dict, best_metric, watcher, log):
+  """The step loop of `train` (after the state is built or restored)."""
+  is_main = jax.process_index() == 0
   writer = writers_lib.MetricWriter(workdir, enabled=is_main)
   step = int(state.step)
   progress = progress_lib.Progress(
@@ -267,52 +319,116 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
   acc = _MetricAccumulator()
   last_eval: dict[str, float] = {}
 
+  def last_good_checkpoint():
+    good = checkpointer.latest_step()
+    return (f"{workdir}/checkpoints/{good} (step {good})"
+            if good is not None else None)
+
+  monitor = nonfinite_lib.NonfiniteMonitor(
+      trainer.max_nonfinite_steps, last_good_checkpoint,
+      log=lambda m: log(m, flush=True))
+
+  def settle(metrics_or_none):
+    if metrics_or_none is not None:
+      acc.add({k: v for k, v in metrics_or_none.items() if k != "nonfinite"})
+
   def save(step, force=False):
     checkpointer.save(step, state, train_iter.get_state(),
                       {**meta, "step": step, "epoch": step / spe},
                       config_dict, force=force)
 
-  while step < trainer.total_steps:
-    local = next(train_iter)
-    batch = mesh_lib.global_batch(trainer.mesh, local)
-    state, metrics = trainer.train_step(state, batch)
-    step += 1
-    acc.add(metrics)
-    if step % log_every == 0 or step == trainer.total_steps:
-      scalars = {f"train/{k}": v for k, v in acc.compute_and_reset().items()}
-      scalars["train/epoch"] = step / spe
-      writer.write_scalars(step, scalars)
-      progress.update(step, f"loss {scalars['train/loss']:.4g}")
-    else:
-      progress.update(step)
-    epoch_end = step % spe == 0
-    is_last = step == trainer.total_steps
-    if (eval_every and epoch_end and (step // spe) % eval_every == 0) or (
-        is_last and eval_every):
-      method.begin_eval(step, workdir)
-      last_eval = trainer.evaluate(state)
-      writer.write_scalars(step, last_eval)
-      writer.flush()
-      if is_main:
-        print(format_eval(step, last_eval), flush=True)
-      if best_metric and best_metric in last_eval:
-        checkpointer.save_best(
-            step, state, train_iter.get_state(),
-            {"step": step, "epoch": step / spe}, config_dict,
-            {best_metric: last_eval[best_metric]})
-      elif best_metric and is_main:
-        print(f"warning: best_metric {best_metric!r} not among the eval "
-              f"results {sorted(last_eval)}", flush=True)
-    if (ckpt_every and step % ckpt_every == 0) or is_last:
-      save(step, force=is_last)
-  writer.flush()
-  checkpointer.wait()
-  checkpointer.close()
-  writer.close()
+  def stop_for_preemption(step):
+    settle(monitor.flush())
+    save(step, force=True)
+    checkpointer.wait()
+    writer.flush()
+    log(f"stopped by {watcher.signal_name} at step {step} of "
+        f"{trainer.total_steps}: checkpoint {workdir}/checkpoints/{step} "
+        "written; re-run the same command to resume", flush=True)
+
+  try:
+    while step < trainer.total_steps:
+      try:
+        local = next(train_iter)
+      except Exception:  # pylint: disable=broad-except
+        if watcher.received is None:
+          raise
+        # A scheduler that signals the whole process group also stops the
+        # data workers (before they could ignore it): the state of the
+        # last finished step is complete, save it.
+        stop_for_preemption(step)
+        return state
+      batch = mesh_lib.global_batch(trainer.mesh, local)
+      state, metrics = trainer.train_step(state, batch)
+      step += 1
+      settle(monitor.push(step, metrics))
+      is_last = step == trainer.total_steps
+      if step % log_every == 0 or is_last:
+        settle(monitor.flush())
+        scalars = {f"train/{k}": v for k, v in acc.compute_and_reset().items()}
+        scalars["train/epoch"] = step / spe
+        scalars["train/nonfinite_steps_total"] = float(monitor.total)
+        writer.write_scalars(step, scalars)
+        progress.update(step, f"loss {scalars.get('train/loss', float('nan')):.4g}")
+      else:
+        progress.update(step)
+      epoch_end = step % spe == 0
+      if (eval_every and epoch_end and (step // spe) % eval_every == 0) or (
+          is_last and eval_every):
+        settle(monitor.flush())
+        method.begin_eval(step, workdir)
+        try:
+          last_eval = trainer.evaluate(state)
+        except Exception:  # pylint: disable=broad-except
+          if watcher.received is None:
+            raise
+          stop_for_preemption(step)  # evaluation workers stopped too.
+          return state
+        writer.write_scalars(step, last_eval)
+        writer.flush()
+        if is_main:
+          print(format_eval(step, last_eval), flush=True)
+        if best_metric and best_metric in last_eval:
+          checkpointer.save_best(
+              step, state, train_iter.get_state(),
+              {**meta, "step": step, "epoch": step / spe}, config_dict,
+              {best_metric: last_eval[best_metric]})
+        elif best_metric and is_main:
+          print(f"warning: best_metric {best_metric!r} not among the eval "
+                f"results {sorted(last_eval)}", flush=True)
+      if (ckpt_every and step % ckpt_every == 0) or is_last:
+        save(step, force=is_last)
+      if not is_last and watcher.should_stop(step):
+        stop_for_preemption(step)
+        return state
+    settle(monitor.flush())
+    checkpointer.wait()
+  finally:
+    writer.flush()
+    writer.close()
   if last_eval and is_main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(last_eval, f, indent=2, sort_keys=True)
   return state
+
+
+def _close_iterator(iterator) -> None:
+  """Stops a data iterator's worker processes and frees their shared memory.
+
+  grain (0.2.18) has no public close on the DataLoader's iterator; the
+  dataset iterator it wraps has one, which stops the workers and unlinks the
+  shared-memory batches they had prefetched. Without it every exit warns
+  about leaked shared_memory objects. Iterators without either are left to
+  the garbage collector.
+  """
+  if iterator is None:
+    return
+  close = getattr(iterator, "close", None)
+  if close is None:
+    close = getattr(getattr(iterator, "_iterator", None), "close", None)
+  if close is not None:
+    close()
+  gc.collect()
 
 
 def resumable_fields(method: method_lib.Method, config) -> tuple[str, ...]:

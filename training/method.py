@@ -17,6 +17,12 @@ NotImplementedError here; the optional ones have defaults that do nothing
     eval_iterators(local_batch_size) -> dict[str, Callable[[], Iterable]]
         per evaluation split/subset, a factory of a finite iterable of
         batches; batches carry `valid` bool [B] (False on padding).
+    train_listing() -> list of (key, label_hash), or None
+        what the run trains on, one entry per training face in order (e.g.
+        `data.records.training_listing(records)`); its fingerprint goes into
+        every checkpoint and a resume on different data is refused
+        (training/fingerprint.py). Default: the data object's
+        `train_listing()` when it has one, else None (no check).
   dummy_batch(batch_size) -> dict[str, np.ndarray]          (required)
       a batch with the shapes/dtypes of a training batch (for init, FLOPs).
 
@@ -110,6 +116,11 @@ class Method:
   def eval_iterators(self, local_batch_size: int
                      ) -> Dict[str, Callable[[], Iterable]]:
     return self._data_object().eval_iterators(local_batch_size)
+
+  def train_listing(self):
+    """(key, label_hash) per training face, or None (no fingerprint)."""
+    listing = getattr(self.data, "train_listing", None)
+    return listing() if listing is not None else None
 
   def dummy_batch(self, batch_size: int):
     raise NotImplementedError(f"{type(self).__name__}.dummy_batch")
