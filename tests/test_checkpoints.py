@@ -271,6 +271,10 @@ def test_restore_run_without_ema_and_clear_errors(tmp_path):
   (tmp_path / "early" / "checkpoints").mkdir(parents=True)
   with pytest.raises(FileNotFoundError, match="no latest checkpoint"):
     ckpt_lib.restore_run(str(tmp_path / "early"))
+  # A truncated checkpoint: a UserError naming it (no orbax traceback).
+  _truncate_largest_state_file(os.path.join(run, "checkpoints", "1"))
+  with pytest.raises(errors.UserError, match="checkpoints/1 does not restore"):
+    ckpt_lib.restore_run(run)
 
 
 # ------------------------------------------------ broken checkpoints ----

@@ -531,8 +531,9 @@ def _read_config(manager, sub: str, step: int, hint: str) -> dict:
     return dict(manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"])
   except Exception as e:  # orbax raises several types for absent items.
-    raise ValueError(f"{sub}/{step} has no readable 'config' item ({e}); "
-                     f"{_NOT_OURS}") from e
+    raise errors.UserError(
+        f"{sub}/{step} does not restore: no readable 'config' item ({e}); "
+        f"it is truncated or damaged, or {_NOT_OURS}") from e
 
 
 def _checkpoint_folder(workdir, which, step, best_metric, best_mode, hint):
@@ -605,14 +606,25 @@ def restore_run(workdir: str, *, which: str = "latest",
       try:
         metadata = manager.item_metadata(step)["state"]
       except Exception as e:  # pylint: disable=broad-except
-        raise ValueError(f"{path} has no readable 'state' item ({e}); "
-                         f"{_NOT_OURS}") from e
+        raise errors.UserError(
+            f"{path} does not restore: no readable 'state' item ({e}); it "
+            f"is truncated or damaged, or {_NOT_OURS}") from e
       if metadata is None:
         raise ValueError(f"{path} has no 'state' item; {_NOT_OURS}")
       restore = ocp.args.PyTreeRestore(
           item=metadata, restore_args=_host_restore_args(metadata))
-    state = manager.restore(step, args=ocp.args.Composite(
-        state=restore))["state"]
+    try:
+      state = manager.restore(step, args=ocp.args.Composite(
+          state=restore))["state"]
+    except Exception as e:  # pylint: disable=broad-except
+      others = sorted(set(manager.all_steps()) - {step})
+      reason = " ".join(f"{type(e).__name__}: {e}".split())[:400]
+      raise errors.UserError(
+          f"the checkpoint {path} does not restore ({reason}); it may be "
+          "truncated or written by another model. Other steps in "
+          f"{sub}: {others or 'none'}" + (
+              " (resuming training there sets this one aside and uses the "
+              "newest that restores)" if which == "latest" else "")) from e
   finally:
     manager.close()
   raw_params, model_state, ema = _fields(state)

@@ -298,7 +298,7 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
                            train_iter, checkpointer, meta, config_dict,
                            best_metric, watcher, log)
   finally:
-    _close_iterator(train_iter)
+    close_iterator(train_iter)
     checkpointer.close()
   return state
 
@@ -412,7 +412,7 @@ def _train_steps(trainer, method, config, workdir, state, train_iter,
   return state
 
 
-def _close_iterator(iterator) -> None:
+def close_iterator(iterator) -> None:
   """Stops a data iterator's worker processes and frees their shared memory.
 
   grain (0.2.18) has no public close on the DataLoader's iterator; the
