@@ -132,9 +132,15 @@ def _visible(record) -> np.ndarray:
 
 
 def _load_or_none(record) -> Optional[np.ndarray]:
+  """The record's image, or None (reported by path) when it cannot be used.
+
+  Any exception of the record's loader counts (Pillow, h5py and tfds raise
+  many types, and a custom `image_loader` may raise anything): one bad file
+  must not kill a worker and with it the run.
+  """
   try:
     return record.load_image()
-  except (ValueError, OSError) as e:  # FileNotFoundError is an OSError
+  except Exception as e:  # pylint: disable=broad-except
     logging.warning("input pipeline: cannot use image %s (%s); %s",
                     record.image_path, e, "see batch['decode_failed']")
     return None

@@ -71,12 +71,20 @@ class FaceRecord:
 
 def decode_image_file(path: str) -> np.ndarray:
   """Decodes an image file with Pillow; raises ValueError naming the file."""
+  import warnings  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert("RGB"))
+    with warnings.catch_warnings():
+      # Pillow only warns between its pixel limit and twice it, then decodes
+      # the whole image into memory; such an image is refused like a larger
+      # one (a face crop never needs 89M pixels).
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
   except FileNotFoundError:
     raise
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise ValueError(f"image too large to decode {path!r}: {e}") from e
   except Exception as e:  # Pillow raises many types for corrupt files.
     raise ValueError(f"cannot decode image {path!r}: {e}") from e
 

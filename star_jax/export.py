@@ -15,7 +15,10 @@ The artifact is ONE file, a zip archive (stored, not compressed) with:
 
   manifest.json   format name/version, jax version, platforms, crop size S,
                   point count N, outputs, parameter names (key paths), the
-                  checkpoint it came from.
+                  checkpoint it came from; since format version 2 also
+                  "members" (the SHA-256 and size of every other member)
+                  and "manifest_sha256" (of the manifest itself, see
+                  `manifest_digest`).
   config.json     the training config (as stored in the checkpoint).
   function.bin    `jax.export.Exported.serialize()` of
                   `f(params, images, crop_to_image) -> dict` with a symbolic
@@ -41,6 +44,19 @@ The decoder inside is the evaluation path's (`star_jax.inference.infer` ->
 `star_jax.method.decode_predictions`, and `flip_test_average` when the
 config's `eval.flip_test` is on or `--flip_test on`), traced once at export.
 
+Loading checks before it deserialises anything (`load`): the file is a
+zip; every member is present, listed once, within `MAX_MEMBER_BYTES` and
+passes its zip CRC-32; the format name and version are known; the manifest
+and every member match their SHA-256 (format 2); the members parse (JSON,
+.npz without pickles, parameters named and shaped as the function expects).
+Each failure is an `ArtifactError` (a `training.errors.UserError`, so the
+command-line tools print `error: ...` and exit 2) naming the artifact and
+the member: "artifact X is corrupted: member Y hash mismatch; re-export
+it". Format 1 artifacts (no hashes, e.g. models/yt68_photo.zip) still load:
+their members are checked by the zip's CRC-32 only (the loaded
+`ExportedLandmarker.verified` says which check ran; a note is logged at
+INFO level).
+
 Platforms: the function is lowered for every platform in --platforms without
 needing that hardware (`jax.export.export(..., platforms=...)`); the default
 cpu,cuda,tpu works for this model with jax 0.10.2 on a CPU-only machine (the
@@ -53,8 +69,10 @@ docs "Exporting and serializing staged-out computations").
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -64,8 +82,29 @@ from typing import Dict, Optional, Sequence
 import jax
 import numpy as np
 
+try:  # The project's user errors: run.py and the CLIs print them, exit 2.
+  from training.errors import MissingInputError, UserError
+except ImportError:  # export.py used on its own (load needs jax + numpy only).
+
+  class UserError(ValueError):
+    """An error the user fixes (as training.errors.UserError)."""
+
+  class MissingInputError(UserError, FileNotFoundError):
+    """A missing file (as training.errors.MissingInputError)."""
+
+
+class ArtifactError(UserError):
+  """An artifact that is not a readable star_jax export (names the member)."""
+
+
 FORMAT = "star_jax.export"
-FORMAT_VERSION = 1
+# 1: the first format; 2: manifest "members" (per-member SHA-256 and size)
+# and "manifest_sha256". `load` reads both.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# A member larger than this is refused before it is read (a zip whose header
+# claims gigabytes: a damaged file, or a zip bomb).
+MAX_MEMBER_BYTES = 4 << 30
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 _MEMBERS = ("manifest.json", "config.json", "function.bin", "params.npz")
 _NPZ_DTYPES = tuple(np.dtype(t) for t in (
@@ -165,13 +204,44 @@ def export_model(config, model, variables, out_path: str, *,
   }
   params_bytes = io.BytesIO()
   np.savez(params_bytes, **{f"p{i:05d}": l for i, l in enumerate(leaves)})
-  _write_zip(out_path, {
-      "manifest.json": json.dumps(manifest, indent=2).encode(),
+  return write_artifact(out_path, manifest, {
       "config.json": json.dumps(config_dict, indent=2, sort_keys=True).encode(),
       "function.bin": bytes(exported.serialize()),
       "params.npz": params_bytes.getvalue(),
       **{f"extras/{name}.json": json.dumps(value, indent=1).encode()
          for name, value in (extras or {}).items()}})
+
+
+def _sha256(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+  """SHA-256 of the manifest without its "manifest_sha256" entry.
+
+  Taken over canonical JSON (sorted keys, no spaces), so it does not depend
+  on how the manifest file is laid out, only on its content.
+  """
+  content = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+  return _sha256(json.dumps(content, sort_keys=True,
+                            separators=(",", ":")).encode())
+
+
+def write_artifact(out_path: str, manifest: dict,
+                   members: Dict[str, bytes]) -> dict:
+  """Writes the artifact zip: `members` plus manifest.json with their hashes.
+
+  The manifest gets format name and version, "members" (`{name: {"sha256",
+  "size"}}` of every member but itself) and "manifest_sha256"
+  (`manifest_digest`). Returns that manifest.
+  """
+  manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION)
+  manifest["members"] = {name: {"sha256": _sha256(data), "size": len(data)}
+                         for name, data in sorted(members.items())}
+  manifest["manifest_sha256"] = manifest_digest(manifest)
+  _write_zip(out_path, {"manifest.json": json.dumps(manifest,
+                                                    indent=2).encode(),
+                        **members})
   return manifest
 
 
@@ -257,7 +327,9 @@ class ExportedLandmarker:
     manifest: the manifest dict; config: the training config dict;
     crop_size: S; num_points: N; exported: the `jax.export.Exported`;
     params: the flat parameter list (device arrays); extras: name -> JSON
-    dict stored beside the model (e.g. a detector calibration).
+    dict stored beside the model (e.g. a detector calibration); verified:
+    how `load` checked the members, "sha256" (format 2) or "crc32" (format
+    1, no hashes stored).
   """
 
   def __init__(self, manifest: dict, config: dict, exported, params):
@@ -268,6 +340,8 @@ class ExportedLandmarker:
     self.exported = exported
     self.params = params
     self.extras = {}   # name -> JSON dict (extras/<name>.json), set by load.
+    # How load checked the members: "sha256" (format 2) or "crc32" (format 1).
+    self.verified = None
     self._call = jax.jit(exported.call)
 
   def __call__(self, images, crop_to_image=None) -> Dict[str, np.ndarray]:
@@ -309,46 +383,176 @@ class ExportedLandmarker:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def _corrupted(path: str, member: str, what: str) -> ArtifactError:
+  return ArtifactError(f"artifact {path} is corrupted: member {member} "
+                       f"{what}; re-export it (python -m star_jax.export)")
+
+
+def _read_members(path: str) -> Dict[str, bytes]:
+  """Every member's bytes; ArtifactError for anything but a sound zip."""
+  try:
+    with zipfile.ZipFile(path) as z:
+      infos = z.infolist()
+      names = [i.filename for i in infos]
+      repeated = sorted({n for n in names if names.count(n) > 1})
+      if repeated:
+        raise ArtifactError(f"artifact {path} is corrupted: members "
+                            f"{repeated} appear more than once; re-export it")
+      missing = [m for m in _MEMBERS if m not in names]
+      if missing:
+        raise ArtifactError(f"{path} is a zip but not a star_jax export "
+                            f"artifact (missing {missing})")
+      members = {}
+      for info in infos:
+        if info.is_dir():
+          continue
+        if info.file_size > MAX_MEMBER_BYTES:
+          raise _corrupted(path, info.filename,
+                           f"claims {info.file_size} bytes (more than "
+                           f"{MAX_MEMBER_BYTES})")
+        try:
+          members[info.filename] = z.read(info)
+        except Exception as e:  # BadZipFile (CRC), zlib.error, EOFError...
+          raise _corrupted(path, info.filename,
+                           f"cannot be read ({type(e).__name__}: {e})") from e
+      return members
+  except zipfile.BadZipFile as e:
+    raise ArtifactError(f"{path} is not a star_jax export artifact (not a "
+                        f"zip file, or a truncated one: {e})") from e
+  except OSError as e:
+    raise ArtifactError(f"cannot read artifact {path}: "
+                        f"{e.strerror or e}") from e
+
+
+def _json_member(path: str, members: Dict[str, bytes], name: str) -> dict:
+  try:
+    value = json.loads(members[name].decode("utf-8"))
+  except (UnicodeDecodeError, ValueError, RecursionError) as e:
+    raise _corrupted(path, name, f"is not JSON ({type(e).__name__}: "
+                     f"{e})") from e
+  if not isinstance(value, dict):
+    raise _corrupted(path, name, f"holds a JSON {type(value).__name__}, "
+                     "expected an object")
+  return value
+
+
+def _check_format(path: str, manifest: dict) -> int:
+  """The manifest's format version; ArtifactError unless it is readable."""
+  if manifest.get("format") != FORMAT:
+    raise ArtifactError(f"{path}: manifest format "
+                        f"{manifest.get('format')!r}, expected {FORMAT!r}")
+  version = manifest.get("format_version")
+  if isinstance(version, bool) or not isinstance(version, int):
+    raise _corrupted(path, "manifest.json",
+                     f"has format_version {version!r}, expected an integer")
+  if version > FORMAT_VERSION:
+    raise ArtifactError(f"{path} has format version {version}; this code "
+                        f"reads up to {FORMAT_VERSION}: update star_jax")
+  if version not in READABLE_VERSIONS:
+    raise ArtifactError(f"{path} has format version {version}; this code "
+                        f"reads versions {list(READABLE_VERSIONS)}")
+  return version
+
+
+def _check_hashes(path: str, manifest: dict, members: Dict[str, bytes]
+                  ) -> None:
+  """Format 2: the manifest and every member match their recorded SHA-256."""
+  if manifest.get("manifest_sha256") != manifest_digest(manifest):
+    raise _corrupted(path, "manifest.json", "hash mismatch")
+  listed = manifest.get("members")
+  if not isinstance(listed, dict):
+    raise _corrupted(path, "manifest.json", "has no member hashes")
+  unlisted = sorted(set(members) - set(listed) - {"manifest.json"})
+  if unlisted:
+    raise ArtifactError(f"artifact {path} is corrupted: members {unlisted} "
+                        "are not in its manifest; re-export it")
+  for name, entry in sorted(listed.items()):
+    if name not in members:
+      raise ArtifactError(f"artifact {path} is corrupted: member {name} is "
+                          "missing; re-export it")
+    if (not isinstance(entry, dict) or
+        entry.get("sha256") != _sha256(members[name])):
+      raise _corrupted(path, name, "hash mismatch")
+
+
+def _params(path: str, manifest: dict, data: bytes) -> list:
+  """The flat parameter list of params.npz (no pickles), in argument order."""
+  try:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+      names = sorted(npz.files)
+      expected = [f"p{i:05d}" for i in range(len(names))]
+      if names != expected:
+        raise _corrupted(path, "params.npz", f"holds arrays {names[:3]}..., "
+                         "expected p00000, p00001, ...")
+      params = [npz[n] for n in expected]
+  except ArtifactError:
+    raise
+  except Exception as e:  # np.load: BadZipFile, ValueError, EOFError...
+    raise _corrupted(path, "params.npz", f"is not a readable .npz "
+                     f"({type(e).__name__}: {e})") from e
+  names = manifest.get("param_names")
+  if isinstance(names, list) and len(names) != len(params):
+    raise _corrupted(path, "params.npz", f"holds {len(params)} arrays, the "
+                     f"manifest names {len(names)}")
+  return params
+
+
 def load(path: str) -> ExportedLandmarker:
   """Loads an artifact written by `export_model` (jax + numpy only).
 
+  Everything is checked before the function is deserialised (module
+  docstring); format 1 artifacts load with CRC-32 checks only.
+
   Raises:
-    FileNotFoundError: no such file.
-    ValueError: not a star_jax export artifact, or a newer format version.
+    MissingInputError (a FileNotFoundError): no such file.
+    ArtifactError (a UserError, a ValueError): not a zip, a member missing,
+      unreadable or failing its hash, an unknown or newer format version, or
+      a function jax cannot deserialise; the message names the member.
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"no export artifact at {path}; write one with "
-                            "python -m star_jax.export --checkpoint DIR --out "
-                            f"{path}")
-  try:
-    with zipfile.ZipFile(path) as z:
-      missing = [m for m in _MEMBERS if m not in z.namelist()]
-      if missing:
-        raise ValueError(f"{path} is a zip but not a star_jax export artifact "
-                         f"(missing {missing})")
-      manifest = json.loads(z.read("manifest.json"))
-      config = json.loads(z.read("config.json"))
-      blob = bytearray(z.read("function.bin"))
-      npz = np.load(io.BytesIO(z.read("params.npz")))
-      params = [npz[f"p{i:05d}"] for i in range(len(npz.files))]
-      extras = {m[len("extras/"):-len(".json")]: json.loads(z.read(m))
-                for m in z.namelist()
-                if m.startswith("extras/") and m.endswith(".json")}
-  except zipfile.BadZipFile as e:
-    raise ValueError(f"{path} is not a star_jax export artifact (not a zip "
-                     "file)") from e
-  if manifest.get("format") != FORMAT:
-    raise ValueError(f"{path}: manifest format {manifest.get('format')!r}, "
-                     f"expected {FORMAT!r}")
-  if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-    raise ValueError(f"{path} has format version "
-                     f"{manifest['format_version']}; this code reads up to "
-                     f"{FORMAT_VERSION}: update star_jax")
+    raise MissingInputError(f"no export artifact at {path}; write one with "
+                            "python -m star_jax.export --checkpoint DIR "
+                            f"--out {path}")
+  members = _read_members(path)
+  manifest = _json_member(path, members, "manifest.json")
+  version = _check_format(path, manifest)
+  if version >= 2:
+    _check_hashes(path, manifest, members)
+    verified = "sha256"
+  else:
+    logging.info("%s: format version 1 artifact: no member hashes, members "
+                 "checked by the zip's CRC-32 only (re-export for SHA-256 "
+                 "checks)", path)
+    verified = "crc32"
+  for key in ("crop_size", "num_points"):
+    value = manifest.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise _corrupted(path, "manifest.json", f"has {key} {value!r}, expected "
+                       "a positive integer")
+  config = _json_member(path, members, "config.json")
+  extras = {m[len("extras/"):-len(".json")]: _json_member(path, members, m)
+            for m in sorted(members)
+            if m.startswith("extras/") and m.endswith(".json")}
+  params = _params(path, manifest, members["params.npz"])
   _require_flatbuffers()
-  exported = jax.export.deserialize(blob)
+  try:
+    exported = jax.export.deserialize(bytearray(members["function.bin"]))
+  except Exception as e:  # flatbuffers / jax raise many types.
+    raise _corrupted(
+        path, "function.bin",
+        f"cannot be deserialised by jax {jax.__version__} (exported with jax "
+        f"{manifest.get('jax_version')}; {type(e).__name__}: {e})") from e
+  expected = list(exported.in_avals)[:len(params)]
+  shapes_match = len(exported.in_avals) == len(params) + 2 and all(
+      tuple(a.shape) == p.shape and a.dtype == p.dtype
+      for a, p in zip(expected, params))
+  if not shapes_match:
+    raise _corrupted(path, "params.npz", "does not match the function's "
+                     "parameters (count, shapes or dtypes)")
   landmarker = ExportedLandmarker(manifest, config, exported,
                                   jax.device_put(params))
   landmarker.extras = extras
+  landmarker.verified = verified
   return landmarker
 
 

@@ -63,7 +63,12 @@ are usually in the wrong format (x, y, w, h) or for another image.
 
 Errors: an unreadable image, a box outside it, missing landmarks for it or
 no face found is reported on stderr by file name, the other images are
-still processed, and the exit status is 1. Bad arguments (box syntax,
+still processed, and the exit status is 1. Unreadable covers whatever a file
+can be (`read_image`): missing, a folder, a dangling or looping symbolic
+link, a device, random bytes, truncated, empty, a header claiming more
+pixels than Pillow's decompression-bomb limit; landmarks (--landmarks)
+that are not finite or lie absurdly far outside the image are refused the
+same way. Inputs are only ever read. Bad arguments (box syntax,
 missing checkpoint, unknown detector, --out among the inputs) exit with
 status 2 before anything is written.
 
@@ -136,6 +141,22 @@ def check_box_in_image(box, width: int, height: int) -> None:
         f"({width} x {height} px); a box is x1,y1,x2,y2 in this image's pixels "
         f"(0 <= x <= {width - 1}, 0 <= y <= {height - 1}), at most "
         f"{MAX_OUTSIDE_FRACTION:.0%} of it outside")
+
+
+def check_points(points, width: int, height: int) -> None:
+  """ValueError unless `points` are usable landmarks of this image.
+
+  The readers' check (`data.readers.common.face_problem`): some point is
+  finite, and no point lies more than `FAR_OUTSIDE` image sides outside the
+  image. Non-finite points are ignored, as by the crop
+  (`transforms.center_scale_from_points`).
+  """
+  points = np.asarray(points, np.float64).reshape(-1, 2)
+  problem = readers_common.face_problem(
+      points, visible=np.all(np.isfinite(points), axis=-1),
+      size=(width, height))
+  if problem is not None:
+    raise ValueError(f"unusable --landmarks for this image: {problem}")
 
 
 def face_crop_matrix(width: int, height: int, crop_size: int, *,
@@ -243,9 +264,9 @@ def read_landmarks(path: str, single_image: bool) -> LandmarkTable:
   if ext != ".csv":
     raise ValueError(f"--landmarks {path}: expected a .pts file, a .csv "
                      "(yt68 format: path,x0,y0,...) or a folder of .pts files")
-  lines = readers_common.read_lines(path)
-  first = 2 if lines and _is_header(lines[0]) else 1
   log = readers_common.ProblemLog("landmarks csv")
+  lines = readers_common.read_lines(path, log)
+  first = 2 if lines and _is_header(lines[0]) else 1
   by_key, by_name = {}, {}
   for _, (name, points) in readers_common.parsed_lines(
       lines, _parse_csv_row, log, path, first_line=first, what="csv row"):
@@ -517,14 +538,46 @@ def face_result(prep: dict, crop_points: np.ndarray,
 
 # ---------------------------------------------------------------- files ----
 
+def read_image(path: str) -> np.ndarray:
+  """Decodes one input image as uint8 RGB `[H, W, 3]` (grey, RGBA -> RGB).
+
+  Raises:
+    ValueError: saying what the file is instead of an image (not found, a
+      folder, a symbolic link that does not resolve, a device or pipe),
+      that it is too large (over Pillow's decompression-bomb limit,
+      PIL.Image.MAX_IMAGE_PIXELS, checked from the header before any pixel
+      is decoded), or that it cannot be decoded (random bytes, truncated,
+      empty). The caller names the file.
+  """
+  problem = readers_common.file_problem(path)
+  if problem is not None:
+    raise ValueError(f"cannot read image: the path {problem}")
+  if os.path.getsize(path) == 0:
+    raise ValueError("cannot decode image: the file is empty (0 bytes)")
+  try:
+    image = records_lib.decode_image_file(path)
+  except (OSError, ValueError) as e:
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+    if isinstance(cause, Image.DecompressionBombError):
+      raise ValueError(readers_common.image_error_message(cause)) from None
+    raise ValueError(f"cannot decode image ({type(cause).__name__}: "
+                     f"{cause})") from None
+  return records_lib.as_rgb_uint8(image, path)
+
+
 def list_images(folder: str) -> List[str]:
-  """Image files directly in `folder` (sorted; not recursive)."""
+  """Entries directly in `folder` named like images (sorted; not recursive).
+
+  An entry named like an image that is not a readable file (a folder, a
+  dangling or looping symbolic link) is listed too, so that it is reported
+  by name (`read_image`) rather than skipped silently.
+  """
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"--images {folder} is not a folder")
   names = sorted(f for f in os.listdir(folder)
                  if readers_common.is_image_file(f))
   paths = [os.path.join(folder, f) for f in names]
-  paths = [p for p in paths if os.path.isfile(p)]
   if not paths:
     raise FileNotFoundError(
         f"--images {folder} holds no image files "
@@ -657,10 +710,11 @@ def predict_files(predictor: Predictor, image_paths: Sequence[str],
     for path, stem in zip(image_paths[start:start + step],
                           stems[start:start + step]):
       try:
-        image = records_lib.as_rgb_uint8(records_lib.decode_image_file(path),
-                                         path)
+        image = read_image(path)
         points = (landmarks.lookup(path, images_root)
                   if landmarks is not None else None)
+        if points is not None:
+          check_points(points, image.shape[1], image.shape[0])
         preps = image_crops(predictor, image, box=box, points=points,
                             detector=detector, detector_name=detector_name)
       except (OSError, ValueError) as e:

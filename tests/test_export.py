@@ -182,7 +182,14 @@ def test_artifact_layout_and_platforms(exported):
   assert config["model"]["width"] == 16 and config["method"] == "star"
   assert stored["with_covariance"] and stored["extras"] == ["calibration_haar"]
   assert stored["outputs"]["covariance"] == ["b", 68, 2, 2]
-  assert export.load(path).extras == EXTRAS
+  # Format 2: every other member's SHA-256, checked by load.
+  assert stored["format_version"] == 2
+  assert sorted(stored["members"]) == ["config.json",
+                                       "extras/calibration_haar.json",
+                                       "function.bin", "params.npz"]
+  assert stored["manifest_sha256"] == export.manifest_digest(stored)
+  landmarker = export.load(path)
+  assert landmarker.extras == EXTRAS and landmarker.verified == "sha256"
 
 
 def test_cli_raw_params_without_heatmaps(exported, tmp_path, capsys):
@@ -220,3 +227,189 @@ def test_clear_errors(tmp_path, capsys):
                       str(tmp_path / "a.zip")]) == 2
   assert "does not exist" in capsys.readouterr().err
   assert not (tmp_path / "a.zip").exists()
+
+
+# ------------------------------------------------ hostile artifacts ----
+# Built from the committed ready model (format 1), repacked in tmp_path as
+# format 2 by `export.write_artifact` (models/ itself is never written).
+
+READY = os.path.join(REPO, "models", "yt68_photo.zip")
+
+
+def _members(path):
+  with zipfile.ZipFile(path) as z:
+    return {n: z.read(n) for n in z.namelist()}
+
+
+def _repack(path, members):
+  """A zip of `members` as given (no hashes recomputed), like _write_zip."""
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+    for name, data in members.items():
+      z.writestr(name, data)
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def artifact_v2(tmp_path_factory):
+  """The ready model's members written as a format 2 artifact."""
+  members = _members(READY)
+  manifest = json.loads(members.pop("manifest.json"))
+  path = str(tmp_path_factory.mktemp("v2") / "model.zip")
+  export.write_artifact(path, manifest, members)
+  return path
+
+
+def _snapshot(path):
+  return os.stat(path).st_mtime_ns, open(path, "rb").read()
+
+
+def test_format_2_records_every_members_hash_and_older_format_still_loads(
+    artifact_v2):
+  members = _members(artifact_v2)
+  manifest = json.loads(members["manifest.json"])
+  assert manifest["format_version"] == export.FORMAT_VERSION == 2
+  assert sorted(manifest["members"]) == sorted(
+      m for m in members if m != "manifest.json")
+  for name, entry in manifest["members"].items():
+    assert entry["sha256"] == __import__("hashlib").sha256(
+        members[name]).hexdigest()
+    assert entry["size"] == len(members[name])
+  assert manifest["manifest_sha256"] == export.manifest_digest(manifest)
+  before = _snapshot(READY)
+  old, new = export.load(READY), export.load(artifact_v2)
+  assert _snapshot(READY) == before            # loading never writes.
+  assert json.loads(_members(READY)["manifest.json"])["format_version"] == 1
+  assert (old.verified, new.verified) == ("crc32", "sha256")
+  assert new.extras == old.extras and len(new.params) == len(old.params)
+  crops = np.random.RandomState(0).randint(0, 256, (2, 96, 96, 3), np.uint8)
+  np.testing.assert_array_equal(old(crops)["landmarks"],
+                                new(crops)["landmarks"])
+
+
+def _member_data_offset(path, name):
+  """Offset of a stored member's first data byte in the zip file."""
+  with zipfile.ZipFile(path) as z:
+    info = z.getinfo(name)
+  with open(path, "rb") as f:
+    f.seek(info.header_offset)
+    header = f.read(30)
+  name_len = int.from_bytes(header[26:28], "little")
+  extra_len = int.from_bytes(header[28:30], "little")
+  return info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "config.json",
+                                    "function.bin", "params.npz",
+                                    "extras/calibration_haar.json"])
+def test_a_flipped_byte_in_any_member_is_named(artifact_v2, tmp_path, member):
+  # In the file as stored: the zip's CRC-32 catches it.
+  data = bytearray(open(artifact_v2, "rb").read())
+  offset, size = _member_data_offset(artifact_v2, member)
+  data[offset + size // 2] ^= 0x01
+  flipped = tmp_path / "flipped.zip"
+  flipped.write_bytes(bytes(data))
+  with pytest.raises(export.ArtifactError,
+                     match=f"flipped.zip is corrupted: member {member} "
+                     ".*re-export it"):
+    export.load(str(flipped))
+  # Repacked with a valid CRC (a member replaced, or an edit re-zipped):
+  # the manifest's SHA-256 catches it.
+  members = _members(artifact_v2)
+  changed = bytearray(members[member])
+  changed[len(changed) // 2] ^= 0x01
+  members[member] = bytes(changed)
+  path = _repack(tmp_path / "edited.zip", members)
+  with pytest.raises(export.ArtifactError) as e:
+    export.load(path)
+  message = str(e.value)
+  assert f"edited.zip is corrupted: member {member}" in message
+  if member != "manifest.json":      # A manifest edit may break its JSON.
+    assert f"member {member} hash mismatch; re-export it" in message
+
+
+def test_not_a_zip_truncated_missing_member_future_version(artifact_v2,
+                                                           tmp_path):
+  data = open(artifact_v2, "rb").read()
+  rng = np.random.RandomState(0)
+  random_bytes = tmp_path / "random.zip"
+  random_bytes.write_bytes(rng.bytes(4096))
+  truncated = tmp_path / "truncated.zip"
+  truncated.write_bytes(data[:len(data) // 2])
+  empty = tmp_path / "empty.zip"
+  empty.write_bytes(b"")
+  for path in (random_bytes, truncated, empty):
+    with pytest.raises(export.ArtifactError, match="not a zip file, or a "
+                       "truncated one"):
+      export.load(str(path))
+  # A member missing: from the required set, or one the manifest lists.
+  members = _members(artifact_v2)
+  for name in ("params.npz", "extras/calibration_dlib.json"):
+    path = _repack(tmp_path / "missing.zip",
+                   {k: v for k, v in members.items() if k != name})
+    with pytest.raises(export.ArtifactError, match=f"{name}.*missing|missing"
+                       f".*{name}"):
+      export.load(path)
+  # A member the manifest does not list.
+  path = _repack(tmp_path / "extra.zip", dict(members, **{
+      "extras/sneaky.json": b"{}"}))
+  with pytest.raises(export.ArtifactError, match="sneaky.json.*not in its "
+                     "manifest"):
+    export.load(path)
+  # A newer format version (its own digest updated: a real future file).
+  manifest = json.loads(members["manifest.json"])
+  manifest["format_version"] = export.FORMAT_VERSION + 1
+  manifest["manifest_sha256"] = export.manifest_digest(manifest)
+  path = _repack(tmp_path / "future.zip", dict(
+      members, **{"manifest.json": json.dumps(manifest).encode()}))
+  with pytest.raises(export.ArtifactError, match="format version 3; this code "
+                     "reads up to 2: update star_jax"):
+    export.load(path)
+  for version in ("2", None, 0):
+    manifest["format_version"] = version
+    path = _repack(tmp_path / "odd.zip", dict(
+        members, **{"manifest.json": json.dumps(manifest).encode()}))
+    with pytest.raises(export.ArtifactError, match="format"):
+      export.load(path)
+
+
+def test_consistent_but_wrong_members_fail_before_deserialising(
+    artifact_v2, tmp_path):
+  # Hashes recomputed (so the checks pass) over members that do not fit:
+  # each is named, never a crash inside jax or numpy.
+  members = _members(artifact_v2)
+  manifest = json.loads(members.pop("manifest.json"))
+  cases = {
+      "function.bin": dict(members, **{"function.bin": b"\x00" * 64}),
+      "params.npz": dict(members, **{"params.npz": b"PK\x03\x04junk"}),
+      "config.json": dict(members, **{"config.json": b"[1, 2"}),
+  }
+  for name, case in cases.items():
+    path = str(tmp_path / f"{name}.zip")
+    export.write_artifact(path, manifest, case)
+    with pytest.raises(export.ArtifactError, match=f"member {name}"):
+      export.load(path)
+  # Parameters of another model: named as not matching the function.
+  other = __import__("io").BytesIO()
+  np.savez(other, p00000=np.zeros(3, np.float32))
+  path = str(tmp_path / "other.zip")
+  export.write_artifact(path, dict(manifest, param_names=["x"]),
+                        dict(members, **{"params.npz": other.getvalue()}))
+  with pytest.raises(export.ArtifactError, match="params.npz does not match"):
+    export.load(path)
+
+
+def test_hostile_artifact_through_predict_is_one_error_line(tmp_path, capsys):
+  from star_jax import predict  # pylint: disable=g-import-not-at-top
+  bad = tmp_path / "model.zip"
+  bad.write_bytes(np.random.RandomState(1).bytes(1000))
+  image = tmp_path / "in" / "a.png"
+  image.parent.mkdir()
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.new("RGB", (40, 40)).save(image)
+  code = predict.main(["--checkpoint", str(bad), "--image", str(image),
+                       "--out", str(tmp_path / "out")])
+  err = capsys.readouterr().err
+  assert code == 2
+  assert err.startswith("error: ") and "not a zip file" in err
+  assert "Traceback" not in err
+  assert not (tmp_path / "out").exists()

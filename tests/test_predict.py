@@ -333,3 +333,131 @@ def test_several_images_all_predicted(workdir, tmp_path, capsys):
   [face] = json.loads((out / "grey.json").read_text())["faces"]
   assert np.asarray(face["covariance"]).shape == (68, 2, 2)
   assert face["spread"] > 0
+
+
+# ------------------------------------------------------ hostile inputs ----
+
+def _huge_png(path, width=100_000, height=100_000):
+  """A PNG whose header claims `width` x `height` (no pixel data)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+
+  def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data +
+            struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
+
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
+                   chunk(b"IDAT", zlib.compress(b"\x00" * 64)) +
+                   chunk(b"IEND", b""))
+
+
+def _tree_state(folder):
+  """{relative path: (sha256, mtime_ns)} of the files, links as targets."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  state = {}
+  for root, dirs, files in os.walk(folder):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, folder)
+      if os.path.islink(path):
+        state[rel] = ("link", os.readlink(path))
+      elif os.path.isfile(path):
+        with open(path, "rb") as f:
+          state[rel] = (hashlib.sha256(f.read()).hexdigest(),
+                        os.stat(path).st_mtime_ns)
+      else:
+        state[rel] = ("dir",)
+  return state
+
+
+def _hostile_folder(folder):
+  """Good images (RGB, grey, RGBA) next to every kind of broken one."""
+  folder.mkdir(parents=True)
+  rng = np.random.RandomState(0)
+  Image.fromarray(rng.randint(0, 256, (60, 70, 3), dtype=np.uint8)).save(
+      folder / "good.png")
+  Image.fromarray(np.full((50, 40), 128, np.uint8)).save(folder / "grey.png")
+  Image.fromarray(np.full((50, 40, 4), 200, np.uint8)).save(
+      folder / "rgba.png")
+  Image.fromarray(rng.randint(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+      folder / "full.jpg", quality=90)
+  data = (folder / "full.jpg").read_bytes()
+  (folder / "truncated.jpg").write_bytes(data[:len(data) // 2])
+  (folder / "random.jpg").write_bytes(rng.bytes(3000))
+  (folder / "empty.png").write_bytes(b"")
+  (folder / "folder.png").mkdir()
+  os.symlink(folder / "loop_b.png", folder / "loop_a.png")
+  os.symlink(folder / "loop_a.png", folder / "loop_b.png")
+  os.symlink(folder / "gone.png", folder / "dangling.png")
+  _huge_png(folder / "huge.png")
+  expected = {
+      "truncated.jpg": "cannot decode image", "random.jpg": "cannot decode",
+      "empty.png": "the file is empty", "folder.png": "is a folder",
+      "loop_a.png": "symbolic link that does not resolve",
+      "loop_b.png": "symbolic link that does not resolve",
+      "dangling.png": "symbolic link that does not resolve",
+      "huge.png": "image too large to decode"}
+  return ["good.png", "grey.png", "rgba.png", "full.jpg"], expected
+
+
+@pytest.mark.parametrize("how", ["--image", "--images"])
+def test_hostile_images_each_named_others_written_inputs_untouched(
+    tmp_path, capsys, monkeypatch, how):
+  p = predict.Predictor(_fixed_fn, S, crop_mode="points", batch_size=2)
+  monkeypatch.setattr(predict.Predictor, "from_path",
+                      classmethod(lambda cls, *a, **k: p))
+  folder = tmp_path / "in"
+  good, bad = _hostile_folder(folder)
+  before = _tree_state(folder)
+  out = tmp_path / "out"
+  args = ["--out", str(out), "--detector", "none"]
+  if how == "--image":
+    for name in sorted(good + list(bad)):
+      args += ["--image", str(folder / name)]
+  else:
+    args += ["--images", str(folder)]
+  code = predict.main(args)
+  err = capsys.readouterr().err
+  assert code == 1
+  assert "Traceback" not in err
+  lines = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert len(lines) == len(bad), err
+  for name, reason in bad.items():
+    [line] = [l for l in lines if l.startswith(f"error: {name}: ")]
+    assert reason in line, line
+  assert sorted(f for f in os.listdir(out) if f.endswith(".json")) == sorted(
+      os.path.splitext(n)[0] + ".json" for n in good)
+  assert _tree_state(folder) == before          # nothing written to inputs.
+
+
+def test_hostile_landmarks_and_video_are_named(tmp_path, capsys, monkeypatch):
+  p = predict.Predictor(_fixed_fn, S, crop_mode="points", batch_size=1)
+  monkeypatch.setattr(predict.Predictor, "from_path",
+                      classmethod(lambda cls, *a, **k: p))
+  [path] = _write_images(tmp_path / "in", [(60, 50)])
+  out = str(tmp_path / "out")
+  csv = tmp_path / "lm.csv"
+  for values, reason in (("1e30,2,3,4", "lies more than 10 image sides "
+                          "outside"), ("nan,nan,nan,nan", "no finite landmark"),
+                         ("inf,1,-inf,2", "no finite landmark")):
+    csv.write_text(f"face0.png,{values}\n")
+    code = predict.main(["--image", path, "--landmarks", str(csv), "--out",
+                         out])
+    err = capsys.readouterr().err
+    assert code == 1 and f"error: face0.png: unusable --landmarks" in err
+    assert reason in err and "Traceback" not in err
+  # A binary csv: its rows are warned about, then one error line (exit 2).
+  csv.write_bytes(np.random.RandomState(0).bytes(500).replace(b"\n", b"\xff"))
+  code = predict.main(["--image", path, "--landmarks", str(csv), "--out",
+                       out])
+  err = capsys.readouterr().err
+  assert code == 2 and "not UTF-8 text" in err and "no usable rows" in err
+  assert "Traceback" not in err
+  # A video of random bytes: named, the exit status 1, no traceback.
+  video = tmp_path / "clip.mp4"
+  video.write_bytes(np.random.RandomState(1).bytes(5000))
+  code = predict.main(["--video", str(video), "--out", out, "--no_overlay"])
+  err = capsys.readouterr().err
+  assert code == 1 and f"error: {video}: cannot read video" in err
+  assert "Traceback" not in err

@@ -12,6 +12,7 @@ from data.readers import adnet_tsv
 from data.readers import pts as pts_lib
 from tests import test_readers_wflw
 from tests.test_readers_common import shared_path
+from training import errors
 
 
 def test_hand_written_lines(tmp_path):
@@ -43,8 +44,14 @@ def test_hand_written_lines(tmp_path):
   assert "not a number: 'big'" in str(listing.problems[0])
   (tmp_path / "bad.tsv").write_text(
       f"a/x.png\t{five}\t{pts}\t1\t1\t1\na/x.png\t{five}\t1,2\t1\t1\t1\n")
-  with pytest.raises(ValueError, match="bad.tsv:2.*1 landmarks, expected 4"):
-    readers.read_dataset("adnet_tsv", str(tmp_path), "bad",
+  # A face with another point count than the file's: reported, skipped;
+  # a file where no face has the expected count is an error.
+  listing = readers.read_dataset("adnet_tsv", str(tmp_path), "bad",
+                                 image_dir=str(tmp_path / "imgs"))
+  assert len(listing) == 1
+  assert "bad.tsv:2: 1 landmarks, expected 4" in str(listing.problems[0])
+  with pytest.raises(errors.UserError, match="bad.tsv:1 has 4 landmarks"):
+    readers.read_dataset("adnet_tsv", str(tmp_path), "bad", num_points=98,
                          image_dir=str(tmp_path / "imgs"))
 
 

@@ -9,6 +9,7 @@ import pytest
 from data import readers
 from data.readers import coco_json
 from tests.test_readers_common import shared_path
+from training import errors
 
 
 @pytest.mark.parametrize("folder,name,points", [
@@ -64,8 +65,15 @@ def test_wrong_count_and_bad_keypoints(tmp_path):
                              {"image_id": 1, "keypoints": [1, 2, 1, 2]},
                              {"image_id": 1, "keypoints": [1, 2, 1] * 4}]}
   (tmp_path / "x.json").write_text(json.dumps(content))
-  with pytest.raises(ValueError, match="4 landmarks, expected 3"):
-    readers.read_dataset("coco_json", str(tmp_path), "x",
+  # Another count than the file's most common one (3 on a tie: the first
+  # seen): reported, skipped; no face with `num_points` points: an error.
+  listing = readers.read_dataset("coco_json", str(tmp_path), "x",
+                                 check_images="none")
+  assert len(listing) == 1
+  assert ("annotation 2 (id None): 4 landmarks, expected 3"
+          in str(listing.problems[-1]))
+  with pytest.raises(errors.UserError, match="no face has 5 landmarks"):
+    readers.read_dataset("coco_json", str(tmp_path), "x", num_points=5,
                          check_images="none")
   del content["annotations"][2]
   (tmp_path / "x.json").write_text(json.dumps(content))

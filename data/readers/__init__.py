@@ -14,10 +14,15 @@ relative path taken from the working directory).
 `read_dataset(name, root, split, **options) -> DatasetListing`. A
 `DatasetListing` is a read-only sequence of `FaceRecord`s plus `problems`:
 corrupt images (with `check_images="verify"` or `"decode"`), missing image
-files, malformed annotation lines are logged (logging.warning), listed with
-file and line, and skipped. A missing folder raises FileNotFoundError naming
-the expected layout and the official source; a file with the wrong landmark
-count for its set raises ValueError. Input files are only ever read.
+files, malformed annotation lines, faces with unusable numbers (a visible
+point not finite, a coordinate absurdly far out: `common.check_face`) or
+another landmark count than the set's are logged (logging.warning), listed
+with file and line, and skipped. A missing folder raises FileNotFoundError
+(`training.errors.MissingInputError`) naming the expected layout and the
+official source; an annotation file that cannot be read, or a set where no
+face has the set's landmark count, raises `training.errors.UserError`;
+nothing else is raised for hostile files (tests/test_readers_fuzz.py). Input
+files are only ever read.
 
 Label sanity, option `sanity` (`SANITY_MODES`; checks in data/sanity.py):
   "skip" (default)  faces whose labels fail a check are listed in `problems`

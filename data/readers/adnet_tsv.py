@@ -95,6 +95,8 @@ def parse_line(text: str) -> dict:
     values = common.parse_floats(fields[6].split(","))
     if values.size != len(FLAG_NAMES):
       raise ValueError(f"expected {len(FLAG_NAMES)} flags, got {values.size}")
+    if not np.all((values == 0) | (values == 1)):
+      raise ValueError(f"flags must be 0 or 1, got {values.tolist()}")
     flags = {n: int(v) for n, v in zip(FLAG_NAMES, values)}
   return dict(path=clean_path(fields[0]), five=five, landmarks=landmarks,
               scale=scale, center=np.array([cx, cy]), flags=flags)
@@ -122,8 +124,9 @@ def read(root: str, split: str, *, image_dir: Optional[str] = None,
     split: the file stem (any name) when `root` is a folder.
     image_dir: folder the image paths are relative to (default: the folder
       of the .tsv). Absolute paths are used as they are.
-    num_points: expected points per face; default: that of the first face.
-      A face with another count raises ValueError (wrong metadata file).
+    num_points: expected points per face; default: the most common count
+      in the file. A face with another count is reported and skipped;
+      UserError when no face has it (wrong metadata file).
     check_images: see `common.IMAGE_CHECKS`.
   """
   if root.endswith(".tsv"):
@@ -135,16 +138,28 @@ def read(root: str, split: str, *, image_dir: Optional[str] = None,
   image_dir = image_dir if image_dir is not None else os.path.dirname(path)
   log = common.ProblemLog(NAME)
   records = []
-  lines = common.read_lines(path)
+  lines = common.read_lines(path, log)
   first_line = 2 if lines and _is_header(lines[0]) else 1
-  for number, face in common.parsed_lines(lines, parse_line, log, path,
-                                          first_line=first_line,
-                                          what="metadata line"):
-    if num_points is None:
-      num_points = face["landmarks"].shape[0]
-    common.check_num_points(face["landmarks"], num_points,
-                            f"{path}:{number}", NAME)
+  faces = list(common.parsed_lines(lines, parse_line, log, path,
+                                   first_line=first_line,
+                                   what="metadata line"))
+  if num_points is None:
+    num_points = common.most_common_count(
+        [face["landmarks"].shape[0] for _, face in faces])
+  counts = common.PointCount(NAME, num_points)
+  for number, face in faces:
+    if not counts.accepts(face["landmarks"], log, path, number):
+      continue
     image_path = os.path.join(image_dir, face["path"])
+    if not common.check_face(log, path, number, face["landmarks"],
+                             image=image_path, center=face["center"],
+                             scale=face["scale"]):
+      continue
+    problem = common.face_problem(face["five"])
+    if problem is not None:
+      log.add(path, f"image {image_path!r}: unusable 5 points: {problem}",
+              number)
+      continue
     if not common.check_image(image_path, check_images, log, number, path):
       continue
     attributes = dict(face["flags"])
@@ -152,6 +167,7 @@ def read(root: str, split: str, *, image_dir: Optional[str] = None,
     records.append(common.make_record(
         image_path, face["landmarks"], center=face["center"],
         scale=face["scale"], attributes=attributes, subset=split))
+  counts.check_some()
   return common.DatasetListing(records, log.problems, NAME, split)
 
 

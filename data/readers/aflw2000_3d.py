@@ -38,7 +38,10 @@ def read_mat(path: str) -> np.ndarray:
                      f"({type(e).__name__}: {e})") from None
   if "pt3d_68" not in content:
     raise ValueError(f"{path}: no 'pt3d_68' variable")
-  points = np.asarray(content["pt3d_68"], np.float64)
+  try:
+    points = np.asarray(content["pt3d_68"], np.float64)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path}: pt3d_68 is not a numeric array ({e})") from None
   if points.shape != (3, NUM_POINTS):
     raise ValueError(f"{path}: pt3d_68 has shape {points.shape}, expected "
                      f"(3, {NUM_POINTS})")
@@ -58,9 +61,11 @@ def read(root: str, split: str = "test", *,
       log.add(path, f"malformed annotation: {e}")
       continue
     image_path = os.path.splitext(path)[0] + ".jpg"
+    landmarks = points[:, :2]
+    if not common.check_face(log, path, None, landmarks, image=image_path):
+      continue
     if not common.check_image(image_path, check_images, log, None, path):
       continue
-    landmarks = points[:, :2]
     records.append(common.make_record(
         image_path, landmarks, box=common.points_box(landmarks),
         attributes={"z": points[:, 2].astype(np.float32)}, subset=split))

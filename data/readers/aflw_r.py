@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from data.readers import common
+from training import errors
 
 NAME = "aflw_r"
 NUM_POINTS = 5
@@ -54,25 +55,37 @@ def read(root: str, split: str, *,
   mat_path = common.require(os.path.join(root, f"aflw_{split}_keypoints.mat"),
                             NAME, LAYOUT, SOURCE)
   image_dir = common.require(os.path.join(root, "output"), NAME, LAYOUT, SOURCE)
-  names = [l.strip() for l in common.read_lines(names_path)]
+  log = common.ProblemLog(NAME)
+  names = [l.strip() for l in common.read_lines(names_path, log)]
   while names and not names[-1]:
     names.pop()
+  problem = common.file_problem(mat_path)
+  if problem is not None:
+    raise errors.UserError(f"{NAME}: cannot read {mat_path!r}: it {problem}")
   try:
     content = scipy.io.loadmat(mat_path)
   except Exception as e:  # scipy raises MatReadError, OSError, ValueError...
-    raise ValueError(f"{NAME}: cannot read {mat_path!r} as a MATLAB file "
-                     f"({type(e).__name__}: {e})") from None
+    raise errors.UserError(f"{NAME}: cannot read {mat_path!r} as a MATLAB "
+                           f"file ({type(e).__name__}: {e})") from None
   if "gt" not in content or "hw" not in content:
-    raise ValueError(f"{NAME}: {mat_path!r} must hold 'gt' and 'hw'")
-  gt = np.asarray(content["gt"], np.float64)
-  hw = np.asarray(content["hw"], np.float64).reshape(-1, 2)
+    raise errors.UserError(f"{NAME}: {mat_path!r} must hold 'gt' and 'hw'")
+  try:
+    gt = np.asarray(content["gt"], np.float64)
+    hw = np.asarray(content["hw"], np.float64).reshape(-1, 2)
+  except (TypeError, ValueError) as e:
+    raise errors.UserError(f"{NAME}: {mat_path}: gt and hw must be numeric "
+                           f"arrays ({e})") from None
   if gt.ndim != 3 or gt.shape[1:] != (NUM_POINTS, 2):
-    raise ValueError(f"{NAME}: {mat_path}: gt has shape {gt.shape}, expected "
-                     f"[N, {NUM_POINTS}, 2]")
+    raise errors.UserError(f"{NAME}: {mat_path}: gt has shape {gt.shape}, "
+                           f"expected [N, {NUM_POINTS}, 2]")
   if not gt.shape[0] == hw.shape[0] == len(names):
-    raise ValueError(f"{NAME}: {len(names)} names in {names_path} but "
-                     f"{gt.shape[0]} faces in gt and {hw.shape[0]} in hw")
-  log = common.ProblemLog(NAME)
+    # The names and the arrays pair up by position: one missing line shifts
+    # every face after it, so no pairing can be trusted.
+    raise errors.UserError(
+        f"{NAME}: {len(names)} names in {names_path} but {gt.shape[0]} faces "
+        f"in gt and {hw.shape[0]} in hw of {mat_path}; expected one image "
+        "name per line for each face (they pair up by position). Expected "
+        f"layout:\n{LAYOUT}")
   records = []
   for number, (name, points_yx, (h, w)) in enumerate(zip(names, gt, hw),
                                                       start=1):
@@ -81,6 +94,15 @@ def read(root: str, split: str, *,
       continue
     landmarks = points_yx[:, ::-1]
     image_path = os.path.join(image_dir, name)
+    if not (np.isfinite(h) and np.isfinite(w) and 0 < h <= common.MAX_COORDINATE
+            and 0 < w <= common.MAX_COORDINATE):
+      log.add(mat_path, f"image {image_path!r}: hw of face {number} is "
+              f"({float(h):g}, {float(w):g}), expected a positive height "
+              "and width")
+      continue
+    if not common.check_face(log, names_path, number, landmarks,
+                             image=image_path):
+      continue
     if not common.check_image(image_path, check_images, log, number,
                               names_path):
       continue

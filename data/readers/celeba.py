@@ -70,7 +70,8 @@ def read_landmarks(path: str, log: common.ProblemLog
   faces = {}
   # Line 1: the face count; line 2: the column names.
   for number, (name, points) in common.parsed_lines(
-      common.read_lines(path), _parse_landmark_line, log, path, first_line=3,
+      common.read_lines(path, log), _parse_landmark_line, log, path,
+      first_line=3,
       what="landmark line"):
     faces[name] = (points, number)
   return faces
@@ -94,7 +95,7 @@ def _parse_partition_line(text: str):
 def read_partition(path: str, log: common.ProblemLog) -> Dict[str, int]:
   """Parses list_eval_partition.txt: {name: 0 train | 1 val | 2 test}."""
   return dict(value for _, value in common.parsed_lines(
-      common.read_lines(path), _parse_partition_line, log, path,
+      common.read_lines(path, log), _parse_partition_line, log, path,
       what="partition line"))
 
 
@@ -110,6 +111,9 @@ def listing_from_names(names, faces, landmarks_path: str, image_dir: str,
       continue
     points, number = faces[name]
     image_path = os.path.join(image_dir, name)
+    if not common.check_face(log, landmarks_path, number, points,
+                             image=image_path):
+      continue
     if not common.check_image(image_path, check_images, log, number,
                               landmarks_path):
       continue

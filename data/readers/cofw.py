@@ -58,6 +58,7 @@ import numpy as np
 
 from data import records as records_lib
 from data.readers import common
+from training import errors
 
 NAME = "cofw"
 NUM_POINTS = 29
@@ -87,10 +88,23 @@ def _open(path: str):
 
 
 def read_image(path: str, images_key: str, index: int) -> np.ndarray:
-  """Decodes image `index` of `images_key` in a COFW .mat: `[H, W(, 3)]`."""
-  f = _open(path)
-  reference = f[images_key][()].reshape(-1)[index]
-  data = np.asarray(f[reference][()])
+  """Decodes image `index` of `images_key` in a COFW .mat: `[H, W(, 3)]`.
+
+  Raises:
+    ValueError: naming the file and image, for whatever h5py raises on a
+      truncated or corrupt file (OSError, KeyError, RuntimeError, ...): the
+      input pipeline reports a ValueError by path and goes on.
+  """
+  try:
+    f = _open(path)
+    reference = f[images_key][()].reshape(-1)[index]
+    data = np.asarray(f[reference][()])
+  except Exception as e:  # h5py raises many types for broken files.
+    raise ValueError(f"cannot read image {index} of {images_key} in {path!r} "
+                     f"({type(e).__name__}: {e})") from e
+  if data.ndim not in (2, 3):
+    raise ValueError(f"image {index} of {images_key} in {path!r} has shape "
+                     f"{data.shape}, expected (3, W, H) or (W, H)")
   return np.transpose(data)  # MATLAB column-major -> [H, W(, 3)]
 
 
@@ -100,7 +114,16 @@ def image_size(f, reference) -> Tuple[int, int]:
   The dataset is stored `(3, W, H)` or `(W, H)` (module docstring).
   """
   shape = f[reference].shape
+  if len(shape) not in (2, 3):
+    raise ValueError(f"image dataset of shape {shape}, expected (3, W, H) or "
+                     "(W, H)")
   return int(shape[-2]), int(shape[-1])
+
+
+def _box(xywh: np.ndarray) -> np.ndarray:
+  """`x, y, w, h` -> corners, in float64 (no float32 overflow to check)."""
+  x, y, w, h = np.asarray(xywh, np.float64)
+  return np.array([x, y, x + w, y + h])
 
 
 class CofwImageLoader:
@@ -144,32 +167,54 @@ def read(root: str, split: str, *, check_images: str = "exists",
   path = common.require(os.path.join(root, FILES[split]), NAME, LAYOUT, SOURCE)
   images_key, phis_key, boxes_key = KEYS[split]
   log = common.ProblemLog(NAME)
+  problem = common.file_problem(path)
+  if problem is not None:
+    raise errors.UserError(f"{NAME}: cannot read {path!r}: it {problem}")
   try:
     with h5py.File(path, "r") as f:
       missing = [k for k in KEYS[split] if k not in f]
       if missing:
-        raise ValueError(f"{NAME}: {path!r} lacks {missing}; expected the "
-                         "colour COFW files (MATLAB v7.3)")
+        raise errors.UserError(f"{NAME}: {path!r} lacks {missing}; expected "
+                               "the colour COFW files (MATLAB v7.3)")
       phis = np.asarray(f[phis_key][()], np.float64)
       boxes = np.asarray(f[boxes_key][()], np.float64)
-      num_images = f[images_key].size
-      sizes = [image_size(f, ref) for ref in f[images_key][()].reshape(-1)]
-  except OSError as e:
-    raise ValueError(f"{NAME}: cannot open {path!r} as HDF5 (MATLAB v7.3): "
-                     f"{e}") from e
+      references = np.asarray(f[images_key][()]).reshape(-1)
+      sizes, size_errors = [], {}
+      for i, ref in enumerate(references):
+        try:
+          sizes.append(image_size(f, ref))
+        except Exception as e:  # h5py: a dangling or corrupt reference.
+          sizes.append(None)
+          size_errors[i] = f"{type(e).__name__}: {e}"
+  except errors.UserError:
+    raise
+  except Exception as e:  # h5py raises OSError, KeyError, RuntimeError...
+    raise errors.UserError(
+        f"{NAME}: cannot open {path!r} as HDF5 (MATLAB v7.3): "
+        f"{type(e).__name__}: {e}. Expected layout:\n{LAYOUT}") from e
   if phis.ndim != 2 or phis.shape[0] != 3 * NUM_POINTS:
-    raise ValueError(f"{NAME}: {path}:{phis_key} has shape {phis.shape}, "
-                     f"expected ({3 * NUM_POINTS}, N): 29 x, 29 y, 29 "
-                     "occlusion flags per face")
+    raise errors.UserError(
+        f"{NAME}: {path}:{phis_key} has shape {phis.shape}, expected "
+        f"({3 * NUM_POINTS}, N): 29 x, 29 y, 29 occlusion flags per face")
   num = phis.shape[1]
+  num_images = references.size
   if boxes.shape != (4, num) or num_images != num:
-    raise ValueError(f"{NAME}: {path}: {num} faces in {phis_key} but "
-                     f"{boxes_key} {boxes.shape} and {num_images} images")
+    raise errors.UserError(
+        f"{NAME}: {path}: {num} faces in {phis_key} but {boxes_key} "
+        f"{boxes.shape} and {num_images} images")
   shift = 1.0 if one_based else 0.0
   records, where, record_sizes = [], [], []
   for i in range(num):
+    if i in size_errors:
+      log.add(path, f"image {i}: cannot read its image dataset "
+              f"({size_errors[i]})")
+      continue
     x, y, occluded = np.split(phis[:, i], 3)
     landmarks = np.stack([x, y], axis=-1) - shift
+    if not common.check_face(log, path, None, landmarks,
+                             image=f"{path}[{i}]", box=_box(boxes[:, i]),
+                             size=sizes[i]):
+      continue
     box = common.xywh_to_box(boxes[:, i]) - np.float32(shift)
     loader = CofwImageLoader(path, images_key, i)
     if check_images == "decode":
@@ -178,9 +223,6 @@ def read(root: str, split: str, *, check_images: str = "exists",
       except Exception as e:  # h5py/numpy raise many types for broken data.
         log.add(path, f"image {i}: cannot decode ({type(e).__name__}: {e})")
         continue
-    if not np.all(np.isfinite(landmarks)):
-      log.add(path, f"face {i}: non-finite landmark values")
-      continue
     records.append(common.make_record(
         path, landmarks, visible=occluded == 0,
         box=box, subset=split, image_key=i,

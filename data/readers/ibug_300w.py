@@ -52,6 +52,7 @@ import numpy as np
 
 from data.readers import common
 from data.readers import pts as pts_lib
+from training import errors
 
 NAME = "300w"
 NUM_POINTS = 68
@@ -82,18 +83,29 @@ def bbox_file_name(folder: str) -> str:
 def read_bbox_file(path: str, one_based: bool = True) -> Dict[str, dict]:
   """Reads a bounding_boxes_*.mat: {image: {"detector", "ground_truth"}}."""
   import scipy.io  # pylint: disable=g-import-not-at-top
-  content = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+  try:
+    content = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+  except Exception as e:  # scipy raises MatReadError, OSError, ValueError...
+    raise errors.UserError(f"{path}: not a readable MATLAB file "
+                           f"({type(e).__name__}: {e})") from None
   if "bounding_boxes" not in content:
-    raise ValueError(f"{path}: no variable 'bounding_boxes' "
-                     f"(has {[k for k in content if not k.startswith('__')]})")
+    raise errors.UserError(
+        f"{path}: no variable 'bounding_boxes' "
+        f"(has {[k for k in content if not k.startswith('__')]})")
   shift = 1.0 if one_based else 0.0
   boxes = {}
-  for entry in np.atleast_1d(content["bounding_boxes"]):
-    name = str(entry.imgName)
-    boxes[name] = {
-        key: np.asarray(getattr(entry, field), np.float64).reshape(4) - shift
-        for key, field in (("detector", "bb_detector"),
-                           ("ground_truth", "bb_ground_truth"))}
+  try:
+    for entry in np.atleast_1d(content["bounding_boxes"]):
+      name = str(entry.imgName)
+      boxes[name] = {
+          key: np.asarray(getattr(entry, field), np.float64).reshape(4) - shift
+          for key, field in (("detector", "bb_detector"),
+                             ("ground_truth", "bb_ground_truth"))}
+  except (AttributeError, TypeError, ValueError) as e:
+    raise errors.UserError(
+        f"{path}: expected a struct array 'bounding_boxes' with fields "
+        f"imgName, bb_detector, bb_ground_truth (4 numbers each) "
+        f"({type(e).__name__}: {e})") from None
   return boxes
 
 
@@ -109,6 +121,7 @@ def read(root: str, split: str, *, check_images: str = "exists",
                      f"{box_source!r}")
   common.require(root, NAME, LAYOUT, SOURCE)
   log = common.ProblemLog(NAME)
+  counts = common.PointCount(NAME, NUM_POINTS)
   records, where = [], []
   for folder in FOLDERS[split]:
     folder_path = common.require(os.path.join(root, folder), NAME, LAYOUT,
@@ -124,10 +137,13 @@ def read(root: str, split: str, *, check_images: str = "exists",
       landmarks = pts_lib.read_pts_or_report(path, one_based, log)
       if landmarks is None:
         continue
-      common.check_num_points(landmarks, NUM_POINTS, path, NAME)
+      if not counts.accepts(landmarks, log, path):
+        continue
       image_path = pts_lib.image_for(path)
       if image_path is None:
         log.add(path, "no image with the same name next to it")
+        continue
+      if not common.check_face(log, path, None, landmarks, image=image_path):
         continue
       if not common.check_image(image_path, check_images, log, None, path):
         continue
@@ -141,9 +157,13 @@ def read(root: str, split: str, *, check_images: str = "exists",
                   f"{bbox_file_name(folder)}")
           continue
         box = entry[box_source]
+        if not common.check_face(log, path, None, landmarks, image=image_path,
+                                 box=box):
+          continue
       records.append(common.make_record(
           image_path, landmarks, box=box, subset=subset))
       where.append((path, None))
+  counts.check_some()
   records = common.apply_sanity(records, where, log, sanity, set_checks=False)
   expected = OFFICIAL_COUNTS[split]
   if len(records) + len(log.problems) != expected:

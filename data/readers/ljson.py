@@ -15,10 +15,11 @@ coordinate). `null` coordinates mean a missing point: returned as NaN with
 
 from __future__ import annotations
 
-import json
 from typing import Optional, Tuple
 
 import numpy as np
+
+from data.readers import common
 
 
 def read_ljson(path: str,
@@ -29,11 +30,7 @@ def read_ljson(path: str,
     path: the .ljson file.
     group: group name (version 3); default the first group in the file.
   """
-  try:
-    with open(path, "r", encoding="utf-8") as f:
-      content = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from None
+  content = common.read_json(path, "a menpo .ljson landmark object")
   if not isinstance(content, dict):
     raise ValueError(f"{path}: expected a JSON object")
   version = content.get("version")
@@ -54,11 +51,14 @@ def read_ljson(path: str,
                        "(expected 2 or 3)")
     yx = np.array([[np.nan if v is None else float(v) for v in p]
                    for p in points], np.float64)
-  except (KeyError, TypeError) as e:
+  except (KeyError, TypeError, ValueError, OverflowError) as e:
     raise ValueError(f"{path}: expected landmarks.points as a list of 2D "
                      f"points ({type(e).__name__}: {e})") from None
   if yx.ndim != 2 or yx.shape[1] != 2:
     raise ValueError(f"{path}: expected 2D points, got shape {yx.shape}")
-  landmarks = yx[:, ::-1].astype(np.float32)
-  visible = np.all(np.isfinite(landmarks), axis=-1)
+  with np.errstate(over="ignore"):  # beyond float32: inf, rejected later.
+    landmarks = yx[:, ::-1].astype(np.float32)
+  # null (NaN) = not annotated; inf is a broken value, left "visible" so the
+  # reader's check rejects the face by name.
+  visible = ~np.any(np.isnan(landmarks), axis=-1)
   return landmarks, visible

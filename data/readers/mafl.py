@@ -42,7 +42,8 @@ def read(root: str, split: str, *, check_images: str = "exists",
   landmarks_path = celeba.landmarks_file(root)
   image_dir = image_dir or celeba.image_folder(root)
   log = common.ProblemLog(NAME)
-  names = [l.split()[0] for l in common.read_lines(list_path) if l.strip()]
+  names = [l.split()[0] for l in common.read_lines(list_path, log)
+           if l.strip()]
   faces = celeba.read_landmarks(landmarks_path, log)
   return celeba.listing_from_names(names, faces, landmarks_path, image_dir,
                                    check_images, log, NAME, split, sanity)

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from data.readers import common
 
 NUM_POINTS = 5
@@ -60,7 +62,11 @@ def parse_line(text: str) -> dict:
   points = numbers[:10].reshape(2, NUM_POINTS).T  # x1..x5, y1..y5
   attributes = {}
   if len(fields) == 15:
-    attributes = {a: int(v) for a, v in zip(ATTRIBUTES, numbers[10:])}
+    codes = numbers[10:]
+    if not np.all((codes == np.round(codes)) & (np.abs(codes) < 100)):
+      raise ValueError(f"attributes must be small integer codes, got "
+                       f"{codes.tolist()}")
+    attributes = {a: int(v) for a, v in zip(ATTRIBUTES, codes)}
   return dict(path=fields[0].replace("\\", "/"), landmarks=points,
               attributes=attributes)
 
@@ -81,9 +87,12 @@ def read_mtfl_file(name: str, root: str, split: str, check_images: str,
   common.check_sanity_mode(sanity)
   log = common.ProblemLog(name)
   records, where, groups = [], [], []
-  for number, face in common.parsed_lines(common.read_lines(path), parse_line,
-                                         log, path):
+  for number, face in common.parsed_lines(common.read_lines(path, log),
+                                          parse_line, log, path):
     image_path = os.path.join(root, face["path"])
+    if not common.check_face(log, path, number, face["landmarks"],
+                             image=image_path):
+      continue
     if not common.check_image(image_path, check_images, log, number, path):
       continue
     records.append(common.make_record(

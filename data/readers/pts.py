@@ -84,7 +84,8 @@ def read_pts(path: str, one_based: bool = True) -> np.ndarray:
                      f"{points.shape[0]} points")
   if one_based:
     points = points - 1.0
-  return points.astype(np.float32)
+  with np.errstate(over="ignore"):  # beyond float32: inf, rejected later.
+    return points.astype(np.float32)
 
 
 def read_pts_or_report(path: str, one_based: bool, log) -> Optional[np.ndarray]:
@@ -107,9 +108,17 @@ def write_pts(path: str, landmarks: np.ndarray, one_based: bool = True) -> None:
 
 
 def image_with_stem(stem: str) -> Optional[str]:
-  """`stem + ext` for the first image extension that exists, or None."""
-  return common.first_existing(
-      [stem + e for ext in common.IMAGE_EXTENSIONS for e in (ext, ext.upper())])
+  """`stem + ext` for the first image extension there, or None.
+
+  "There" includes a symbolic link that does not resolve, so that the
+  reader's image check reports it by name (dangling, or a loop) instead of
+  "no image".
+  """
+  for ext in common.IMAGE_EXTENSIONS:
+    for candidate in (stem + ext, stem + ext.upper()):
+      if os.path.lexists(candidate):
+        return candidate
+  return None
 
 
 def image_for(annotation_path: str) -> Optional[str]:
@@ -123,7 +132,8 @@ def read_folder(root: str, split: str = "all", *, check_images: str = "exists",
   """Lists every image in `root` annotated by a `.pts` or `.ljson` sidecar.
 
   Boxes are the tight box of the points. `split` only labels the records.
-  A file whose point count differs from `num_points` raises ValueError.
+  A file whose point count differs from `num_points` is reported and
+  skipped; UserError when no file has `num_points` points.
   """
   from data.readers import ljson  # pylint: disable=g-import-not-at-top
   common.require(root, NAME, LAYOUT, SOURCE)
@@ -131,6 +141,7 @@ def read_folder(root: str, split: str = "all", *, check_images: str = "exists",
   records = []
   paths = sorted(glob.glob(os.path.join(root, "*.pts")) +
                  glob.glob(os.path.join(root, "*.ljson")))
+  counts = common.PointCount(NAME, num_points)
   for path in paths:
     try:
       if path.endswith(".pts"):
@@ -141,14 +152,19 @@ def read_folder(root: str, split: str = "all", *, check_images: str = "exists",
     except ValueError as e:
       log.add(path, f"malformed annotation: {e}")
       continue
-    common.check_num_points(landmarks, num_points, path, NAME)
+    if not counts.accepts(landmarks, log, path):
+      continue
     image_path = image_for(path)
     if image_path is None:
       log.add(path, "no image with the same name next to it")
+      continue
+    if not common.check_face(log, path, None, landmarks, image=image_path,
+                             visible=visible):
       continue
     if not common.check_image(image_path, check_images, log, None, path):
       continue
     records.append(common.make_record(
         image_path, landmarks, visible=visible,
         box=common.points_box(landmarks, visible), subset=split))
+  counts.check_some()
   return common.DatasetListing(records, log.problems, NAME, split)

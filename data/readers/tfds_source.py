@@ -89,8 +89,17 @@ class TfdsImageLoader:
     self.split, self.position = split, int(position)
 
   def __call__(self, record=None) -> np.ndarray:
-    source = data_source(self.data_dir, self.name, self.config, self.split)
-    return decode_example(source[self.position], self.config)
+    """The image; ValueError naming the set and position for whatever a
+    damaged built set raises (the input pipeline reports a ValueError by
+    path and goes on)."""
+    try:
+      source = data_source(self.data_dir, self.name, self.config, self.split)
+      return decode_example(source[self.position], self.config)
+    except Exception as e:  # array_record / Pillow raise many types.
+      raise ValueError(
+          f"cannot read image {self.position} of tfds:{self.name} "
+          f"{self.config}/{self.split} in {self.data_dir!r} "
+          f"({type(e).__name__}: {e})") from e
 
   def __eq__(self, other):
     return isinstance(other, TfdsImageLoader) and vars(self) == vars(other)

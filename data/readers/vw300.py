@@ -45,6 +45,7 @@ from typing import Iterable, Mapping, Optional
 
 from data.readers import common
 from data.readers import pts as pts_lib
+from training import errors
 
 NAME = "300vw"
 NUM_POINTS = 68
@@ -81,6 +82,9 @@ LAYOUT = """\
 
 def _videos(root: str, split: str, log: common.ProblemLog):
   """The video folders of `split` found under `root` (sorted)."""
+  if not os.path.isdir(root):
+    raise errors.UserError(f"{NAME}: {root!r} is not a folder; expected the "
+                           f"folder holding the video folders:\n{LAYOUT}")
   found = sorted(d for d in os.listdir(root)
                  if os.path.isdir(os.path.join(root, d, "annot")))
   if split == "all":
@@ -124,6 +128,7 @@ def read(root: str, split: str, *, check_images: str = "exists",
     raise common.missing_error(NAME, os.path.join(root, video, "annot"),
                                LAYOUT, SOURCE)
   records = []
+  counts = common.PointCount(NAME, NUM_POINTS)
   excluded = 0
   for video in videos:
     folders = (frame_folder,) if frame_folder else FRAME_FOLDERS
@@ -136,7 +141,7 @@ def read(root: str, split: str, *, check_images: str = "exists",
       continue
     for path in sorted(glob.glob(os.path.join(root, video, "annot", "*.pts"))):
       stem = os.path.splitext(os.path.basename(path))[0]
-      if not stem.isdigit():
+      if not (stem.isascii() and stem.isdigit()):
         log.add(path, "annotation name is not a frame number (NNNNNN.pts)")
         continue
       if int(stem) in exclude.get(video, ()):
@@ -145,16 +150,20 @@ def read(root: str, split: str, *, check_images: str = "exists",
       landmarks = pts_lib.read_pts_or_report(path, one_based, log)
       if landmarks is None:
         continue
-      common.check_num_points(landmarks, NUM_POINTS, path, NAME)
+      if not counts.accepts(landmarks, log, path):
+        continue
       image_path = pts_lib.image_with_stem(os.path.join(frames, stem))
       if image_path is None:
         log.add(path, f"no frame {stem}.* in {frames}")
+        continue
+      if not common.check_face(log, path, None, landmarks, image=image_path):
         continue
       if not common.check_image(image_path, check_images, log, None, path):
         continue
       records.append(common.make_record(
           image_path, landmarks, box=common.points_box(landmarks),
           subset=video, attributes={"frame": int(stem)}))
+  counts.check_some()
   if exclude:
     logging.info("%s [%s]: %d frames left out by exclude_frames", NAME, split,
                  excluded)

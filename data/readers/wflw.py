@@ -123,11 +123,14 @@ def read(root: str, split: str, *, check_images: str = "exists",
   common.check_sanity_mode(sanity)
   log = common.ProblemLog(NAME)
   records, where = [], []
-  for number, face in common.parsed_lines(common.read_lines(path), parse_line,
-                                         log, path):
+  for number, face in common.parsed_lines(common.read_lines(path, log),
+                                          parse_line, log, path):
     if subset_flag is not None and not face["attributes"][subset_flag]:
       continue
     image_path = os.path.join(image_dir, face["path"])
+    if not common.check_face(log, path, number, face["landmarks"],
+                             image=image_path, box=face["box"]):
+      continue
     if not common.check_image(image_path, check_images, log, number, path):
       continue
     records.append(common.make_record(

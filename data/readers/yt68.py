@@ -61,10 +61,12 @@ def read(root: str, split: str, *, check_images: str = "exists",
   common.check_sanity_mode(sanity)
   log = common.ProblemLog(NAME)
   records, where = [], []
-  rows = common.parsed_lines(common.read_lines(path), parse_row, log, path,
-                             first_line=2)  # line 1: the header
+  rows = common.parsed_lines(common.read_lines(path, log), parse_row, log,
+                             path, first_line=2)  # line 1: the header
   for number, (name, landmarks) in rows:
     image_path = os.path.join(image_dir, name)
+    if not common.check_face(log, path, number, landmarks, image=image_path):
+      continue
     if not common.check_image(image_path, check_images, log, number, path):
       continue
     records.append(common.make_record(
