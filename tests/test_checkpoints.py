@@ -16,6 +16,7 @@ import pytest
 
 from tests import test_inference
 from tests import test_loop as toy
+from tests import test_readers_fuzz
 from training import checkpoints as ckpt_lib
 from training import errors
 from training import loop
@@ -279,17 +280,6 @@ def test_restore_run_without_ema_and_clear_errors(tmp_path):
 
 # ------------------------------------------------ broken checkpoints ----
 
-def _tree_snapshot(root):
-  """{relative path: bytes} of every file under `root`."""
-  out = {}
-  for dirpath, _, files in os.walk(root):
-    for name in files:
-      path = os.path.join(dirpath, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, root)] = f.read()
-  return out
-
-
 def _truncate_largest_state_file(step_dir):
   files = []
   for dirpath, _, names in os.walk(os.path.join(step_dir, "state")):
@@ -333,7 +323,7 @@ def test_an_unrestorable_latest_falls_back_to_the_previous_step(
     _missing_item(step_dir, workdir, short)
   else:
     _other_tree(step_dir, workdir, short)
-  damaged = _tree_snapshot(step_dir)
+  damaged = test_readers_fuzz.tree_state(step_dir)
   capsys.readouterr()
   resumed = loop.train(toy.ToyMethod(config), config, workdir)
   out = capsys.readouterr().out
@@ -341,7 +331,7 @@ def test_an_unrestorable_latest_falls_back_to_the_previous_step(
   assert "resumed from" in out and "(step 3)" in out
   # The broken step is kept, byte for byte, beside the checkpoints.
   kept = os.path.join(workdir, ckpt_lib.UNREADABLE_SUBDIR, "6")
-  assert _tree_snapshot(kept) == damaged
+  assert test_readers_fuzz.tree_state(kept) == damaged
   # Resumed from step 3, the run ends exactly as the uninterrupted one.
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

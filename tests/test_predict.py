@@ -14,6 +14,7 @@ from data.readers import pts as pts_reader
 from star_jax import predict
 from tests import test_export
 from tests import test_inference
+from tests import test_readers_fuzz
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YT68 = os.path.join(REPO, "..", "shared", "data", "yt68")
@@ -337,40 +338,6 @@ def test_several_images_all_predicted(workdir, tmp_path, capsys):
 
 # ------------------------------------------------------ hostile inputs ----
 
-def _huge_png(path, width=100_000, height=100_000):
-  """A PNG whose header claims `width` x `height` (no pixel data)."""
-  import struct  # pylint: disable=g-import-not-at-top
-  import zlib  # pylint: disable=g-import-not-at-top
-
-  def chunk(kind, data):
-    return (struct.pack(">I", len(data)) + kind + data +
-            struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
-
-  ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
-                   chunk(b"IDAT", zlib.compress(b"\x00" * 64)) +
-                   chunk(b"IEND", b""))
-
-
-def _tree_state(folder):
-  """{relative path: (sha256, mtime_ns)} of the files, links as targets."""
-  import hashlib  # pylint: disable=g-import-not-at-top
-  state = {}
-  for root, dirs, files in os.walk(folder):
-    for name in dirs + files:
-      path = os.path.join(root, name)
-      rel = os.path.relpath(path, folder)
-      if os.path.islink(path):
-        state[rel] = ("link", os.readlink(path))
-      elif os.path.isfile(path):
-        with open(path, "rb") as f:
-          state[rel] = (hashlib.sha256(f.read()).hexdigest(),
-                        os.stat(path).st_mtime_ns)
-      else:
-        state[rel] = ("dir",)
-  return state
-
-
 def _hostile_folder(folder):
   """Good images (RGB, grey, RGBA) next to every kind of broken one."""
   folder.mkdir(parents=True)
@@ -390,7 +357,7 @@ def _hostile_folder(folder):
   os.symlink(folder / "loop_b.png", folder / "loop_a.png")
   os.symlink(folder / "loop_a.png", folder / "loop_b.png")
   os.symlink(folder / "gone.png", folder / "dangling.png")
-  _huge_png(folder / "huge.png")
+  test_readers_fuzz.huge_png(folder / "huge.png")
   expected = {
       "truncated.jpg": "cannot decode image", "random.jpg": "cannot decode",
       "empty.png": "the file is empty", "folder.png": "is a folder",
@@ -409,7 +376,7 @@ def test_hostile_images_each_named_others_written_inputs_untouched(
                       classmethod(lambda cls, *a, **k: p))
   folder = tmp_path / "in"
   good, bad = _hostile_folder(folder)
-  before = _tree_state(folder)
+  before = test_readers_fuzz.tree_state(folder)
   out = tmp_path / "out"
   args = ["--out", str(out), "--detector", "none"]
   if how == "--image":
@@ -428,7 +395,7 @@ def test_hostile_images_each_named_others_written_inputs_untouched(
     assert reason in line, line
   assert sorted(f for f in os.listdir(out) if f.endswith(".json")) == sorted(
       os.path.splitext(n)[0] + ".json" for n in good)
-  assert _tree_state(folder) == before          # nothing written to inputs.
+  assert test_readers_fuzz.tree_state(folder) == before          # nothing written to inputs.
 
 
 def test_hostile_landmarks_and_video_are_named(tmp_path, capsys, monkeypatch):

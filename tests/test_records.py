@@ -6,32 +6,19 @@ twice that and then decodes it all into memory), raise a ValueError naming
 the file; a normal image decodes to uint8 RGB.
 """
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from data import records
-
-
-def _png_header(path, width, height):
-  """A PNG whose header claims `width` x `height` pixels (a few bytes)."""
-  def chunk(kind, data):
-    return (struct.pack(">I", len(data)) + kind + data +
-            struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
-  path.write_bytes(
-      b"\x89PNG\r\n\x1a\n" +
-      chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
-      chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+from tests import test_readers_fuzz
 
 
 @pytest.mark.parametrize("side", [10_000, 20_000])  # Pillow: warning, error.
 def test_images_over_the_pixel_limit_are_refused_by_name(tmp_path, side):
   assert Image.MAX_IMAGE_PIXELS < side * side
   path = tmp_path / "huge.png"
-  _png_header(path, side, side)
+  test_readers_fuzz.huge_png(str(path), side, side)
   with pytest.raises(ValueError, match="too large to decode.*huge.png"):
     records.decode_image_file(str(path))
 

@@ -103,23 +103,27 @@ def describe_difference(old: Optional[Sequence], new: Sequence,
 
 def check_resume(workdir: str, saved_print: Optional[dict],
                  listing: Optional[Sequence], may_change: Sequence[str],
-                 log=print) -> None:
+                 log=print, write: bool = True) -> None:
   """Compares the checkpoint's fingerprint with the current listing.
 
   Raises DataChangedError when they differ and `ALLOW` is not in
-  `may_change`; records the current listing when the resume goes on.
+  `may_change`; records the current listing (when `write`: process 0 of a
+  multi-host run; every process checks, so all of them stop alike) when the
+  resume goes on.
   """
   if listing is None:
     return
   current = fingerprint(listing)
+  record = (lambda: write_listing(workdir, listing)) if write else (
+      lambda: None)
   if not saved_print:
     log("note: the checkpoint records no training-data fingerprint (written "
         "before fingerprints existed); recording the current data's")
-    write_listing(workdir, listing)
+    record()
     return
   if saved_print.get("sha256") == current["sha256"]:
     if read_listing(workdir, current) is None:
-      write_listing(workdir, listing)
+      record()
     return
   difference = describe_difference(read_listing(workdir, saved_print),
                                    listing, saved_print)
@@ -131,4 +135,4 @@ def check_resume(workdir: str, saved_print: Optional[dict],
         f"--config.resume_may_change='(\"{ALLOW}\",)'.")
   log("warning: resuming on changed training data (resume_may_change "
       f"allows {ALLOW}):\n" + difference)
-  write_listing(workdir, listing)
+  record()

@@ -271,10 +271,9 @@ def train(method, config, workdir: str) -> state_lib.TrainState:
     meta = {}
     if restored is not None:
       latest, state, data_state, meta, _ = restored
-      if is_main:
-        fingerprint_lib.check_resume(
-            workdir, meta.get("data_fingerprint"), listing, may_change,
-            log=lambda m: log(m, flush=True))
+      fingerprint_lib.check_resume(
+          workdir, meta.get("data_fingerprint"), listing, may_change,
+          log=lambda m: log(m, flush=True), write=is_main)
       if data_state is not None:
         train_iter.set_state(data_state)
       log(f"resumed from {workdir}/checkpoints/{latest} (step "
