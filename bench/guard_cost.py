@@ -46,6 +46,7 @@ def model_config(name: str):
 
 
 def build(name: str, guard: bool):
+  import numpy as np  # pylint: disable=g-import-not-at-top
   from star_jax import method as star_method  # pylint: disable=g-import-not-at-top
   from training import loop  # pylint: disable=g-import-not-at-top
   from training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
@@ -54,8 +55,10 @@ def build(name: str, guard: bool):
   method = star_method.make_method(c)
   trainer = loop.Trainer(method, c)
   it = method.train_iterator(trainer.local_batch_size)
-  batch = mesh_lib.global_batch(trainer.mesh, next(it))
+  # A copy out of grain's shared memory, so that the loader can be closed.
+  local = {k: np.array(v) for k, v in next(it).items()}
   loop.close_iterator(it)
+  batch = mesh_lib.global_batch(trainer.mesh, local)
   state = trainer.init_state()
   compiled = trainer.train_step.lower(state, batch).compile()
   cost = compiled.cost_analysis()
