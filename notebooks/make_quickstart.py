@@ -169,8 +169,7 @@ def run_py(*args):
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   for line in proc.stdout:
-    if "leaked shared_memory" not in line and "warnings.warn(" not in line:
-      print(line, end="", flush=True)
+    print(line, end="", flush=True)
   if proc.wait() != 0:
     raise RuntimeError(f"run.py failed (exit {proc.returncode})")
 

@@ -306,12 +306,24 @@ def _missing_item(step_dir, workdir, config):
   shutil.rmtree(os.path.join(step_dir, "data"))
 
 
+def _fallback_config():
+  return toy.toy_config(max_steps=8, checkpoint_every_steps=4,
+                        eval_every_epochs=0, best_metric="")
+
+
+@pytest.fixture(name="straight_8_steps", scope="module")
+def _straight_8_steps(tmp_path_factory):
+  """The final state of an uninterrupted 8-step toy run (the reference)."""
+  config = _fallback_config()
+  return loop.train(toy.ToyMethod(config), config,
+                    str(tmp_path_factory.mktemp("straight")))
+
+
 @pytest.mark.parametrize("damage", ["truncated", "missing_item", "other_tree"])
 def test_an_unrestorable_latest_falls_back_to_the_previous_step(
-    tmp_path, capsys, damage):
-  config = toy.toy_config(max_steps=8, checkpoint_every_steps=4,
-                          eval_every_epochs=0, best_metric="")
-  straight = loop.train(toy.ToyMethod(config), config, str(tmp_path / "a"))
+    tmp_path, capsys, damage, straight_8_steps):
+  config = _fallback_config()
+  straight = straight_8_steps
   workdir = str(tmp_path / "b")
   short = toy.toy_config(max_steps=6, checkpoint_every_steps=3,
                          eval_every_epochs=0, best_metric="")

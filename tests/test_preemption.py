@@ -62,11 +62,17 @@ def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+@pytest.fixture(name="straight", scope="module")
+def _straight(tmp_path_factory):
+  """The final state of the uninterrupted run (the reference)."""
+  return loop.train(toy.ToyMethod(_config()), _config(),
+                    str(tmp_path_factory.mktemp("straight")))
+
+
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_signal_mid_run_saves_then_resume_equals_uninterrupted(tmp_path, name,
-                                                               capsys):
-  straight = loop.train(toy.ToyMethod(_config()), _config(),
-                        str(tmp_path / "straight"))
+                                                               capsys,
+                                                               straight):
   # Batch 6 is drawn for step 6: the signal lands during it, so step 6 (not
   # a periodic step: those are 4 and 8) is saved and the loop returns.
   config = _config(signal_at_batch=6, signal_name=name)
