@@ -119,8 +119,10 @@ class NonfiniteMonitor:
           "The parameters were not updated by these steps. Last good "
           "checkpoint: " + (last or "none written yet") + "\nLower "
           "optimizer.learning_rate, set optimizer.grad_clip_norm, or check "
-          "the data (python -m data.inspect); re-running the same command "
-          "resumes from that checkpoint.")
+          "the data (python -m data.inspect). Re-running the same command "
+          "resumes from that checkpoint and repeats the same steps; to "
+          "resume with a changed setting, allow it, e.g. --config."
+          "resume_may_change='(\"optimizer.learning_rate\",)'.")
     return None
 
 
