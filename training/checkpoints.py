@@ -225,7 +225,7 @@ class Checkpointer:
     """
     try:
       return what(*args, **kwargs)
-    except (OSError, ValueError, RuntimeError) as e:
+    except OSError as e:  # ENOSPC, EACCES, EROFS, ...; bugs keep traceback.
       good = sorted(self.periodic.all_steps()) if self.periodic else []
       raise CheckpointWriteError(
           f"could not write the checkpoint of step {step} under "
