@@ -557,9 +557,8 @@ def read_image(path: str) -> np.ndarray:
   try:
     image = records_lib.decode_image_file(path)
   except (OSError, ValueError) as e:
-    from PIL import Image  # pylint: disable=g-import-not-at-top
     cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
-    if isinstance(cause, Image.DecompressionBombError):
+    if readers_common.is_too_large(cause):
       raise ValueError(readers_common.image_error_message(cause)) from None
     raise ValueError(f"cannot decode image ({type(cause).__name__}: "
                      f"{cause})") from None

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from data import records
+from data.readers import common as readers_common
 from tests import test_readers_fuzz
 
 
@@ -19,8 +20,11 @@ def test_images_over_the_pixel_limit_are_refused_by_name(tmp_path, side):
   assert Image.MAX_IMAGE_PIXELS < side * side
   path = tmp_path / "huge.png"
   test_readers_fuzz.huge_png(str(path), side, side)
-  with pytest.raises(ValueError, match="too large to decode.*huge.png"):
+  with pytest.raises(ValueError, match="too large to decode.*huge.png") as e:
     records.decode_image_file(str(path))
+  # The readers' and predict's reports call both sizes "too large" too.
+  assert readers_common.image_error_message(e.value.__cause__).startswith(
+      "image too large to decode")
 
 
 def test_random_bytes_and_a_real_image(tmp_path):

@@ -252,16 +252,23 @@ def file_problem(path: str) -> Optional[str]:
   return MISSING
 
 
-def image_error_message(error: BaseException) -> str:
-  """What a Pillow failure on an image file means, for a problem report.
+def is_too_large(error: BaseException) -> bool:
+  """Whether a decode failure is Pillow's decompression-bomb guard.
 
-  Pillow refuses images over twice `Image.MAX_IMAGE_PIXELS` (its
-  decompression-bomb guard: a small file whose header claims e.g. 100000 x
-  100000 pixels would need tens of GB decoded); that is "too large", any
-  other failure "corrupt".
+  Pillow raises DecompressionBombError over twice `Image.MAX_IMAGE_PIXELS`
+  (a small file whose header claims e.g. 100000 x 100000 pixels would need
+  tens of GB decoded) and only warns between the limit and twice it;
+  `records.decode_image_file` turns that warning into an error too.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  if isinstance(error, Image.DecompressionBombError):
+  return isinstance(error, (Image.DecompressionBombError,
+                            Image.DecompressionBombWarning))
+
+
+def image_error_message(error: BaseException) -> str:
+  """What a Pillow failure on an image file means, for a problem report:
+  "too large" (`is_too_large`), any other failure "corrupt"."""
+  if is_too_large(error):
     return (f"image too large to decode ({error}); Pillow's limit is "
             "PIL.Image.MAX_IMAGE_PIXELS")
   return f"corrupt image ({type(error).__name__}: {error})"
