@@ -71,6 +71,12 @@ class ConfigMismatchError(errors.UserError):
   pass
 
 
+def _one_line(error: BaseException, limit: int = 400) -> str:
+  """`Type: message` on one line, cut at `limit` characters (orbax and
+  tensorstore errors span many lines)."""
+  return " ".join(f"{type(error).__name__}: {error}".split())[:limit]
+
+
 class CheckpointWriteError(errors.UserError):
   """A checkpoint could not be written (disk full, permissions, ...)."""
 
@@ -336,13 +342,11 @@ class Checkpointer:
     for step in steps:
       try:
         config = self.restore_config(step)
-      except Exception as e:  # pylint: disable=broad-except
-        broken.append(self._set_aside(step, e, log))
-        continue
-      if check_config is not None:
-        check_config(config)
-      try:
+        if check_config is not None:
+          check_config(config)
         state, data_state, meta, _ = self.restore(step, abstract_state)
+      except errors.UserError:
+        raise  # the user's to fix (e.g. a changed config), not a damage.
       except Exception as e:  # pylint: disable=broad-except
         broken.append(self._set_aside(step, e, log))
         continue
@@ -370,7 +374,7 @@ class Checkpointer:
     while os.path.exists(dest):
       dest = os.path.join(dest_root, f"{step}.{n}")
       n += 1
-    reason = " ".join(f"{type(error).__name__}: {error}".split())[:400]
+    reason = _one_line(error)
     if jax.process_index() == 0:
       os.replace(src, dest)
     if jax.process_count() > 1:
@@ -618,10 +622,9 @@ def restore_run(workdir: str, *, which: str = "latest",
           state=restore))["state"]
     except Exception as e:  # pylint: disable=broad-except
       others = sorted(set(manager.all_steps()) - {step})
-      reason = " ".join(f"{type(e).__name__}: {e}".split())[:400]
       raise errors.UserError(
-          f"the checkpoint {path} does not restore ({reason}); it may be "
-          "truncated or written by another model. Other steps in "
+          f"the checkpoint {path} does not restore ({_one_line(e)}); it "
+          "may be truncated or written by another model. Other steps in "
           f"{sub}: {others or 'none'}" + (
               " (resuming training there sets this one aside and uses the "
               "newest that restores)" if which == "latest" else "")) from e
