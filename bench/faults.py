@@ -197,6 +197,10 @@ def interrupted(name, root, data, steps, ckpt_every, targets, sig,
                 extra=(), after_kill=None):
   """Runs to the end, interrupted by `sig` at each of `targets` (steps).
 
+  `after_kill(workdir)`, when given, runs after each interruption; the
+  interruption then waits until the periodic checkpoint of the target step
+  is on disk (so that there is a latest checkpoint to damage).
+
   Returns (workdir, exit status of the last run, steps lost, notes, log).
   Steps lost are counted from the last step an interrupted run printed (a
   SIGKILL can land a step later, so this is a lower bound for kill -9).

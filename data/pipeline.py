@@ -48,6 +48,7 @@ padding sample (`valid=False`, `decode_failed=True`). Count them with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -191,9 +192,7 @@ def make_sample(record, image: np.ndarray, index: int, config: CropConfig,
       decode_failed=np.asarray(False))
 
 
-_STOP_SIGNALS_SET = []
-
-
+@functools.cache
 def _leave_stop_signals_to_the_main_process() -> None:
   """In a grain worker process: ignore SIGTERM and SIGINT (once per process).
 
@@ -202,9 +201,6 @@ def _leave_stop_signals_to_the_main_process() -> None:
   (training/preemption.py), which needs the workers alive until it has
   closed them. Nothing changes in the main process (`num_workers=0`).
   """
-  if _STOP_SIGNALS_SET:
-    return
-  _STOP_SIGNALS_SET.append(True)
   if multiprocessing.parent_process() is None:
     return
   for s in (signal.SIGTERM, signal.SIGINT):
