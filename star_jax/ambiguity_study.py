@@ -559,6 +559,10 @@ def main(argv):
                         config_path=f.config, extra=extra, pin=f.pin)
     for name, s in status.items():
       print(f"  {name}: {s}", flush=True)
+  if f.keep_dir:
+    kept = sweep_lib.keep_results(workdir, f.keep_dir)
+    print(f"kept the predictions of {len(kept)} runs in {f.keep_dir}",
+          flush=True)
   steps = f.steps
   saved = os.path.join(workdir, "study.json")
   if f.analyse_only and os.path.exists(saved) and not f["steps"].present:
@@ -583,6 +587,9 @@ def _define_flags():
   flags.DEFINE_list("only", [], "Train only these runs (names of sweep()); "
                     "the analysis always covers the whole sweep.")
   flags.DEFINE_bool("analyse_only", False, "Only the analysis.")
+  flags.DEFINE_string("keep_dir", "", "Also copy each finished run's final "
+                      "predictions here (star_jax.sweep.keep_results; "
+                      "e.g. bench/predictions/yt68_ambiguity).")
   flags.DEFINE_bool("pin", True, "Pin each parallel run to one core "
                     "(taskset -c).")
   flags.DEFINE_string("config", DEFAULT_CONFIG, "The study's config file.")

@@ -360,6 +360,10 @@ def main(argv):
                   split=f.split, variant=f.variant)
   print(markdown(results), flush=True)
   workdir = os.path.abspath(f.workdir)
+  if f.keep_dir:
+    kept = sweep_lib.keep_results(workdir, f.keep_dir)
+    print(f"kept the predictions of {len(kept)} runs in {f.keep_dir}",
+          flush=True)
   print(f"wrote {workdir}/table.md, results.json"
         + "".join(f", {n}" for n in results["figures"]), flush=True)
 
@@ -373,6 +377,9 @@ def _define_flags():
                     "smooth_l1, star_clean, l1_clean); the analysis always "
                     "covers all five.")
   flags.DEFINE_bool("analyse_only", False, "Only the analysis.")
+  flags.DEFINE_string("keep_dir", "", "Also copy each finished regression "
+                      "run's final predictions here "
+                      "(star_jax.sweep.keep_results).")
   flags.DEFINE_string("heatmap_workdir", "", "Folder of the heatmap runs "
                       "star_clean and l1_clean (default <workdir>/heatmap; "
                       "the ambiguity study's folder holds them).")

@@ -247,6 +247,55 @@ def load_final_predictions(run_dir: str, gt: np.ndarray, split: str,
   return pred, why
 
 
+def keep_results(workdir: str, dest: str,
+                 names: Optional[Sequence[str]] = None) -> List[str]:
+  """Copies each finished run's final predictions into `dest` (to commit).
+
+  A study's workdir holds checkpoints (megabytes per run); its results are
+  the final predictions. For every run folder of `workdir` (or of `names`)
+  with a predictions.npz, `dest/<name>/` gets `predictions.npz` (the
+  splits' record index and the raw parameters' predictions, float32,
+  compressed: ~200 kB for yt68 val; the EMA ones are left behind, so
+  `--variant=ema` needs the workdir itself) and
+  a `results.json` with only its `checkpoint` and `metrics` entries, the
+  two things the analyses read; `dest/study.json` is `workdir`'s. So
+  `--workdir=<dest> --analyse_only` gives the analysis of the kept runs,
+  and runs made in later sessions add to the same folder. Existing kept
+  runs are overwritten only by a run evaluated at the same or a later
+  step. Returns the names copied.
+  """
+  os.makedirs(dest, exist_ok=True)
+  study = os.path.join(workdir, "study.json")
+  if os.path.exists(study):
+    shutil.copyfile(study, os.path.join(dest, "study.json"))
+  names = names if names is not None else sorted(
+      n for n in os.listdir(workdir)
+      if os.path.isfile(os.path.join(workdir, n, "predictions.npz")))
+  copied = []
+  for name in names:
+    src = os.path.join(workdir, name)
+    if not is_finished(src):
+      continue
+    step = evaluated_step(src)
+    out = os.path.join(dest, name)
+    kept = evaluated_step(out) if os.path.isdir(out) else None
+    if step is None or (kept is not None and kept > step):
+      continue
+    with open(os.path.join(src, "results.json")) as f:
+      results = json.load(f)
+    with np.load(os.path.join(src, "predictions.npz")) as z:
+      arrays = {k: (np.asarray(z[k], np.float32) if k.endswith("/pred")
+                    else np.asarray(z[k])) for k in z.files
+                if not k.endswith("/ema/pred")}
+    os.makedirs(out, exist_ok=True)
+    np.savez_compressed(os.path.join(out, "predictions.npz"), **arrays)
+    with open(os.path.join(out, "results.json"), "w") as f:
+      json.dump({k: results[k] for k in ("checkpoint", "metrics")
+                 if k in results}, f, indent=1)
+    copied.append(name)
+  return copied
+
+
 def reported_nme(run_dir: str, split: str, variant: str) -> Optional[float]:
   """The run's own results.json NME (%), a cross-check of the listing."""
   key = f"{split}/nme" if variant == "raw" else f"{split}_ema/nme"

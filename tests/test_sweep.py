@@ -180,3 +180,45 @@ def test_paired_interval_and_table_cells():
   assert sweep.fmt(None) == "-" and sweep.fmt(1.23456, 3) == "1.235"
   assert sweep.markdown_table(["a", "b"], [["1", "2"]]) == [
       "| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def _fake_run(run_dir, step, pred, index):
+  os.makedirs(run_dir, exist_ok=True)
+  np.savez(os.path.join(run_dir, "predictions.npz"),
+           **{"val/index": index, "val/raw/pred": pred,
+              "val/ema/pred": pred + 1})
+  with open(os.path.join(run_dir, "results.json"), "w") as f:
+    json.dump({"checkpoint": {"step": step}, "metrics": {"val/nme": 0.05},
+               "per_face": list(range(1000))}, f)
+
+
+def test_keep_results_copies_what_the_analysis_reads(tmp_path):
+  rng = np.random.default_rng(0)
+  work, dest = str(tmp_path / "work"), str(tmp_path / "kept")
+  index = rng.permutation(7).astype(np.int32)
+  pred = rng.normal(size=(7, 5, 2)).astype(np.float32) * 100
+  _fake_run(os.path.join(work, "a"), 20, pred, index)
+  os.makedirs(os.path.join(work, "unfinished", "checkpoints"))
+  with open(os.path.join(work, "study.json"), "w") as f:
+    json.dump({"steps": 20}, f)
+  assert sweep.keep_results(work, dest) == ["a"]
+  assert sorted(os.listdir(dest)) == ["a", "study.json"]
+  gt = np.zeros((7, 5, 2))
+  got, why = sweep.load_final_predictions(os.path.join(dest, "a"), gt, "val",
+                                          "raw", 20)
+  want, _ = sweep.load_final_predictions(os.path.join(work, "a"), gt, "val",
+                                         "raw", 20)
+  assert why == "ok"
+  np.testing.assert_array_equal(got, want)
+  assert sweep.reported_nme(os.path.join(dest, "a"), "val", "raw") == 5.0
+  with open(os.path.join(dest, "a", "results.json")) as f:
+    assert sorted(json.load(f)) == ["checkpoint", "metrics"]
+  # EMA predictions stay behind; a kept run of a later step is not replaced
+  # by an earlier evaluation.
+  assert sweep.load_predictions(os.path.join(dest, "a"), "val", "ema", 7)[0] \
+      is None
+  _fake_run(os.path.join(work, "a"), 10, pred * 0, index)
+  assert sweep.keep_results(work, dest) == []
+  got, _ = sweep.load_final_predictions(os.path.join(dest, "a"), gt, "val",
+                                        "raw", 20)
+  np.testing.assert_array_equal(got, want)

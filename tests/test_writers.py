@@ -167,3 +167,24 @@ def test_disabled_writer_writes_nothing(tmp_path):
   mw.write_scalars(1, {"a": 1.0})
   mw.close()
   assert not os.path.exists(tmp_path / "w")
+
+
+def test_import_does_not_load_torch_and_torch_still_imports():
+  """tensorboardX's import-time `import torch` (~4 s) is skipped, nothing
+  else changes: torch (when installed) imports normally afterwards."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ("import importlib.util, sys\n"
+          "from training import writers\n"
+          "print('LOADED', 'torch' in sys.modules)\n"
+          "print('ENTRY', 'torch' in sys.modules and sys.modules['torch'])\n"
+          "if importlib.util.find_spec('torch') is not None:\n"
+          "  import torch\n"
+          "  print('TORCH', torch.zeros(2).sum().item())\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, timeout=120,
+                        cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert proc.returncode == 0, proc.stderr
+  assert "LOADED False" in proc.stdout and "ENTRY False" in proc.stdout
+  if "TORCH" in proc.stdout:
+    assert "TORCH 0.0" in proc.stdout

@@ -14,10 +14,36 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Mapping
 
-import tensorboardX
+
+def _import_tensorboardx():
+  """`import tensorboardX` without the torch import it attempts.
+
+  tensorboardX's writer module tries `import torch` at import time only to
+  accept torch tensors as values (we pass floats). Where torch is installed
+  (CI installs it for the PyTorch comparisons) that import costs ~4 s of
+  every training process's start. Unless torch is already loaded, it is
+  shown as absent for the duration of this one import (a `None` entry in
+  `sys.modules` makes `import torch` raise ImportError, which tensorboardX
+  catches) and the entry is removed afterwards, so a later `import torch`
+  anywhere else loads it normally.
+  """
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    return tensorboardX
+  sys.modules["torch"] = None
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  finally:
+    if sys.modules.get("torch", 0) is None:
+      del sys.modules["torch"]
+  return tensorboardX
+
+
+tensorboardX = _import_tensorboardx()
 
 
 class EventFileWriter:
