@@ -21,6 +21,8 @@ What it does:
      same command with `--mode=eval` (results.json and predictions.npz in
      the run's folder; star_jax/sweep.py runs the commands, up to
      `--parallel` at once, each pinned to one core, log <workdir>/<name>.log).
+     Plus `smooth_l1_seed1` (EXTRA_SEEDS: the same with `--config.seed=1`),
+     whose difference to `smooth_l1` is the head's seed-to-seed spread.
   2. The heatmap references (`heatmap_runs()`) in `--heatmap_workdir`
      (default <workdir>/heatmap): `star_clean` (configs/yt68_star.py) and
      `l1_clean` (the same with `--config.loss.star=False`), at the same
@@ -30,7 +32,7 @@ What it does:
      there are trained with the commands above (config yt68_star.py),
      unless `--analyse_only`. A heatmap folder whose study.json names
      another step count is not trained into.
-  3. The analysis (`analyse`) of the five runs' raw (not EMA) predictions of
+  3. The analysis (`analyse`) of the six runs' raw (not EMA) predictions of
      the final evaluation (`<split>/raw/pred`; `--variant=ema` for the
      other) against the val ground truth listed as the runs list it
      (star_jax.sweep.ground_truth): table.md, results.json, ced.png in
@@ -40,7 +42,7 @@ What it does:
 
 <workdir>/study.json records the steps and configs; re-running the training
 with other values is refused. `--only` restricts the training to the named
-runs (any of the five); the analysis always covers all five.
+runs (any of the six); the analysis always covers all six.
 
 Measures (% of the face's inter-ocular distance, outer eye corners 36 / 45
 of the ground truth, as the configs' NME; per face, then over faces):
@@ -52,8 +54,9 @@ of the ground truth, as the configs' NME; per face, then over faces):
     interval, faces resampled with replacement, the same resamples for every
     comparison): regression STAR - regression smooth-L1, regression STAR -
     regression NLL, regression STAR - heatmap STAR, heatmap STAR - heatmap
-    smooth-L1. Negative: a's error is lower.
-  * ced.png: the five cumulative error distributions up to t.
+    smooth-L1, regression smooth-L1 seed 1 - seed 0. Negative: a's error is
+    lower.
+  * ced.png: the six cumulative error distributions up to t.
 """
 
 from __future__ import annotations
@@ -77,13 +80,17 @@ from training import errors
 REGRESSION_CONFIG = "configs/yt68_regression.py"
 HEATMAP_CONFIG = "configs/yt68_star.py"
 REGRESSION_LOSSES = ("star", "nll", "smooth_l1")
+# Extra training seeds of the regression head: (loss, seed) -> run
+# `<loss>_seed<seed>`, the seed-to-seed spread of one loss at this budget.
+EXTRA_SEEDS = (("smooth_l1", 1),)
 HEATMAP_NAMES = ("star_clean", "l1_clean")
 LABELS = {"star": "regression STAR", "nll": "regression NLL",
-          "smooth_l1": "regression smooth-L1", "star_clean": "heatmap STAR",
-          "l1_clean": "heatmap smooth-L1"}
+          "smooth_l1": "regression smooth-L1",
+          "smooth_l1_seed1": "regression smooth-L1 (seed 1)",
+          "star_clean": "heatmap STAR", "l1_clean": "heatmap smooth-L1"}
 # (a, b): per-face NME of a - b.
 COMPARISONS = (("star", "smooth_l1"), ("star", "nll"), ("star", "star_clean"),
-               ("star_clean", "l1_clean"))
+               ("star_clean", "l1_clean"), ("smooth_l1_seed1", "smooth_l1"))
 PARTS = ("nme", "nme_jaw", "nme_inner")
 GROUP = "jaw"
 THRESHOLD = 0.1
@@ -92,10 +99,16 @@ THRESHOLD = 0.1
 # ----------------------------------------------------------------- sweep ----
 
 def regression_runs() -> List[sweep_lib.Run]:
-  """The regression head's runs, one per `config.loss.regression`."""
-  return [sweep_lib.Run(loss, REGRESSION_CONFIG,
+  """The regression head's runs: one per `config.loss.regression` (seed 0),
+  then the EXTRA_SEEDS runs."""
+  runs = [sweep_lib.Run(loss, REGRESSION_CONFIG,
                         (f"--config.loss.regression={loss}",))
           for loss in REGRESSION_LOSSES]
+  runs += [sweep_lib.Run(f"{loss}_seed{seed}", REGRESSION_CONFIG,
+                         (f"--config.loss.regression={loss}",
+                          f"--config.seed={seed}"))
+           for loss, seed in EXTRA_SEEDS]
+  return runs
 
 
 def heatmap_runs() -> List[sweep_lib.Run]:
@@ -111,7 +124,7 @@ def default_heatmap_workdir(workdir: str) -> str:
 
 def run_dirs(workdir: str, heatmap_workdir: Optional[str] = None
              ) -> Dict[str, str]:
-  """Name -> folder of each of the five runs, in the analysis order."""
+  """Name -> folder of each of the six runs, in the analysis order."""
   heatmap_workdir = heatmap_workdir or default_heatmap_workdir(workdir)
   out = {r.name: os.path.join(workdir, r.name) for r in regression_runs()}
   out.update({r.name: os.path.join(heatmap_workdir, r.name)
@@ -193,7 +206,7 @@ def analyse(workdir: str, gt, *, heatmap_workdir: Optional[str] = None,
             samples: int = sweep_lib.BOOTSTRAP_SAMPLES,
             seed: int = sweep_lib.BOOTSTRAP_SEED,
             figures: bool = True) -> Dict[str, Any]:
-  """Reads the five runs' predictions; writes table.md, results.json, ced.png.
+  """Reads the six runs' predictions; writes table.md, results.json, ced.png.
 
   Args:
     workdir: the study folder (regression runs in `<workdir>/<name>`; the
@@ -374,8 +387,8 @@ def _define_flags():
                        "(--config.max_steps).")
   flags.DEFINE_integer("parallel", 2, "Runs trained at once.")
   flags.DEFINE_list("only", [], "Train only these runs (star, nll, "
-                    "smooth_l1, star_clean, l1_clean); the analysis always "
-                    "covers all five.")
+                    "smooth_l1, smooth_l1_seed1, star_clean, l1_clean); the analysis always "
+                    "covers all six.")
   flags.DEFINE_bool("analyse_only", False, "Only the analysis.")
   flags.DEFINE_string("keep_dir", "", "Also copy each finished regression "
                       "run's final predictions here "

@@ -64,6 +64,7 @@ def _fake_study(workdir, heatmap_workdir, gt, skip=(), steps=None):
   star = _errors(n, 1)
   errs = {"star": star, "nll": star,                       # identical.
           "smooth_l1": (star[0] + 0.01, star[1] + 0.01),   # constant.
+          "smooth_l1_seed1": (star[0] + 0.03, star[1] + 0.03),
           "star_clean": _errors(n, 2), "l1_clean": _errors(n, 3)}
   for i, (name, (j, k)) in enumerate(errs.items()):
     if name in skip:
@@ -87,6 +88,10 @@ def test_sweep_commands_are_exactly_the_documented_ones():
            f"--workdir=runs/regression/{loss} --config.max_steps=1700 "
            f"--config.loss.regression={loss}")
     want += [cmd, cmd + " --mode=eval"]
+  cmd = (f"{sys.executable} run.py --config=configs/yt68_regression.py "
+         "--workdir=runs/regression/smooth_l1_seed1 --config.max_steps=1700 "
+         "--config.loss.regression=smooth_l1 --config.seed=1")
+  want += [cmd, cmd + " --mode=eval"]
   assert got == want
   heat = {r.name: " ".join(sweep.run_command(r, "h", 1700))
           for r in study.heatmap_runs()}
@@ -122,8 +127,8 @@ def test_analysis_recovers_known_errors_and_intervals(tmp_path, monkeypatch):
   res = study.analyse(work, gt, heatmap_workdir=heat, steps=STEPS,
                       samples=300, seed=4)
   assert res["missing"] == [] and res["heatmap_workdir"] == heat
-  assert list(res["runs"]) == ["star", "nll", "smooth_l1", "star_clean",
-                               "l1_clean"]
+  assert list(res["runs"]) == ["star", "nll", "smooth_l1", "smooth_l1_seed1",
+                               "star_clean", "l1_clean"]
   t = 0.1
   for name, (j, k) in errs.items():
     e = res["runs"][name]
@@ -143,13 +148,16 @@ def test_analysis_recovers_known_errors_and_intervals(tmp_path, monkeypatch):
   assert drawn["threshold"] == t
   comp = {(c["a"], c["b"]): c for c in res["comparisons"]}
   assert list(comp) == [("star", "smooth_l1"), ("star", "nll"),
-                        ("star", "star_clean"), ("star_clean", "l1_clean")]
+                        ("star", "star_clean"), ("star_clean", "l1_clean"),
+                        ("smooth_l1_seed1", "smooth_l1")]
   for part in study.PARTS:
     assert comp["star", "nll"][part] == {"mean": 0.0, "low": 0.0,
                                          "high": 0.0}
     for key in ("mean", "low", "high"):
       assert comp["star", "smooth_l1"][part][key] == pytest.approx(
           -1.0, abs=1e-9)
+      assert comp["smooth_l1_seed1", "smooth_l1"][part][key] == (
+          pytest.approx(2.0, abs=1e-9))
   # Heatmap STAR - heatmap L1 against an independent resampling.
   (j2, k2), (j3, k3) = errs["star_clean"], errs["l1_clean"]
   diff = (17 * j2 + 51 * k2) / 68 - (17 * j3 + 51 * k3) / 68
@@ -197,8 +205,8 @@ def test_missing_and_stale_runs_are_reported_not_fatal(tmp_path):
       "nll", "l1_clean"]
   # An empty study folder: everything missing, a table, no figure.
   empty = study.analyse(str(tmp_path / "none"), gt, samples=10)
-  assert empty["missing"] == ["star", "nll", "smooth_l1", "star_clean",
-                              "l1_clean"]
+  assert empty["missing"] == ["star", "nll", "smooth_l1", "smooth_l1_seed1",
+                              "star_clean", "l1_clean"]
   assert empty["figures"] == [] and not (tmp_path / "none" / "ced.png").exists()
   assert (tmp_path / "none" / "table.md").exists()
 
@@ -217,7 +225,7 @@ def test_analyse_only_uses_the_saved_steps(tmp_path):
   assert res["threshold"] == _load("yt68_regression.py").eval.threshold
   res = study.study(work, steps=STEPS, steps_given=True, analyse_only=True,
                     heatmap_workdir=heat, ground_truth_fn=fn)
-  assert len(res["missing"]) == 5
+  assert len(res["missing"]) == 6
   with pytest.raises(errors.UserError, match="unknown runs"):
     study.study(work, only=["star", "l2"], analyse_only=True,
                 ground_truth_fn=fn)
@@ -244,6 +252,9 @@ def test_training_runs_the_sweep_commands_into_both_folders(tmp_path,
     want.append(f"{sys.executable} run.py --config=configs/yt68_regression.py"
                 f" --workdir={work}/{loss} --config.max_steps={STEPS} "
                 f"--config.loss.regression={loss}")
+  want.append(f"{sys.executable} run.py --config=configs/yt68_regression.py"
+              f" --workdir={work}/smooth_l1_seed1 --config.max_steps={STEPS} "
+              "--config.loss.regression=smooth_l1 --config.seed=1")
   heat = f"{work}/heatmap"
   want += [f"{sys.executable} run.py --config=configs/yt68_star.py "
            f"--workdir={heat}/star_clean --config.max_steps={STEPS}",
@@ -254,7 +265,7 @@ def test_training_runs_the_sweep_commands_into_both_folders(tmp_path,
   assert sorted(calls) == sorted(want)
   with open(os.path.join(work, "study.json")) as f:
     assert json.load(f)["steps"] == STEPS
-  # Finished: nothing runs again; the analysis sees all five.
+  # Finished: nothing runs again; the analysis sees all six.
   calls.clear()
   res = study.study(work, steps=STEPS, pin=False,
                     ground_truth_fn=lambda c, s: (gt, None))
