@@ -107,6 +107,17 @@ def star() -> ml_collections.ConfigDict:
       flip_prob=0.5, shift_sigma=0.05, rotate_sigma_deg=18.0, scale_sigma=0.1,
       occlusion_prob=0.4, blur_prob=0.3, blur_max_ratio=0.05, gamma_prob=0.2,
       noise_prob=0.2, noise_max_alpha=0.5, gray_prob=0.2))
+  # Where the training augmentation runs: "host" (NumPy in the loader, as
+  # the public code) or "device" (data/device_augment.py: the host only
+  # decodes and pre-crops with margin; flip, similarity warp and texture run
+  # batched inside the jitted train step, same distribution).
+  c.data.augment_on = "host"
+  # Device mode: the pre-crop's side over crop_size (2.0 holds the region
+  # the geometric augmentation reads for 99.8 % of the draws).
+  c.data.precrop_margin = 2.0
+  # Device mode: a folder for the pre-crops built once as array_record
+  # (data/precrop_cache.py; "" = none, pre-crop every epoch).
+  c.data.precrop_cache_dir = ""
   # Only for name == "synthetic": the data/readers/synthetic.py options
   # (data.synthetic.make_records), num_train / num_eval faces of seed /
   # eval_seed; the noise applies to the training faces only.
@@ -120,7 +131,10 @@ def star() -> ml_collections.ConfigDict:
       input_bgr=False,
       # How 3x3 convolutions compute (same maths): "auto" = Winograd matmuls
       # where faster (XLA:CPU, f32, star_jax/winograd.py), "xla", "winograd".
-      conv3x3="auto"))
+      conv3x3="auto",
+      # Rematerialise each hourglass in the backward pass (nn.remat): less
+      # activation memory for ~1 more forward; same gradients.
+      remat=False))
 
   # The loss of eq. 10 (star_jax/objective.py LossSettings; defaults: the
   # public STARLoss_v2): STAR (smooth-L1 distance, w = 1, restriction

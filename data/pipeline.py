@@ -37,6 +37,16 @@ flags): grain's workers read absl flags and fail with an "unparsed flags"
 error otherwise. Outside absl (tests, notebooks) we parse the flags with
 defaults before the loader starts (`_ensure_absl_flags_parsed`).
 
+Device mode (`augment_on="device"`, issue #18). Training samples are then
+un-augmented pre-crops (`precrop_sample`: `image` uint8 `[P, P, 3]`, P =
+ceil(precrop_margin * S), landmarks in pre-crop pixels, plus
+`precrop_to_crop` and `precrop_box`) that data/device_augment.py flips,
+warps and re-textures inside the jitted train step; faces more than 2x
+larger than the crop are decoded from JPEG at 1/2, 1/4 or 1/8 (`draft`,
+`decode_reduced`). No randomness is left on the host, so the samples can be
+cached once for all epochs (`precrop_cache_dir`, data/precrop_cache.py).
+Evaluation batches are the same in both modes.
+
 Bad images. A record whose image cannot be decoded is reported by path with
 `logging.warning` (in the worker) and never dropped silently: in training it is
 replaced by the next decodable record (deterministic: index + 1, + 2, ...)
@@ -132,15 +142,16 @@ def _visible(record) -> np.ndarray:
   return np.asarray(record.visible, bool)
 
 
-def _load_or_none(record) -> Optional[np.ndarray]:
+def _load_or_none(record, load=None) -> Optional[np.ndarray]:
   """The record's image, or None (reported by path) when it cannot be used.
 
-  Any exception of the record's loader counts (Pillow, h5py and tfds raise
-  many types, and a custom `image_loader` may raise anything): one bad file
-  must not kill a worker and with it the run.
+  `load(record)` decodes instead of `record.load_image()` when given (the
+  device-mode reduced decode). Any exception of the record's loader counts
+  (Pillow, h5py and tfds raise many types, and a custom `image_loader` may
+  raise anything): one bad file must not kill a worker and with it the run.
   """
   try:
-    return record.load_image()
+    return load(record) if load is not None else record.load_image()
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("input pipeline: cannot use image %s (%s); %s",
                     record.image_path, e, "see batch['decode_failed']")
@@ -157,14 +168,190 @@ class CropConfig:
   crop_mode: str = "auto"
   points_margin: float = transforms.POINTS_MARGIN
   antialias: bool = False       # transforms.warp_affine's pre-reduction.
+  # "host": augment here (data/augment.py); "device": training samples are
+  # pre-crops of `precrop_size` px that data/device_augment.py augments in
+  # the train step (evaluation samples are the same in both modes).
+  augment_on: str = "host"
+  precrop_size: int = 0
+
+  @property
+  def precrops(self) -> bool:
+    """True where samples are device-mode pre-crops (training only)."""
+    return self.train and self.augment_on == "device"
+
+
+# --------------------------------------------------- device-mode pre-crops --
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedImage:
+  """Pixels decoded at 1 / `reduction` of the file's size (JPEG DCT scaling).
+
+  Reduced pixel i averages original pixels r i ... r i + r - 1, so it maps to
+  original pixels with `transforms.reduction_map(reduction)` (checked on
+  JPEG dots in tests/test_device_augment.py).
+  """
+  pixels: np.ndarray
+  reduction: int = 1
+
+
+MAX_DRAFT_REDUCTION = 8   # libjpeg's DCT scaling: 1/2, 1/4, 1/8.
+
+
+def draft_reduction(image_to_crop_scale: float) -> int:
+  """The JPEG decode reduction r for a face the crop scales by `s` (crop px
+  per image px): the largest of 1, 2, 4, 8 with `r s <= 1`, so the reduced
+  face still has at least the crop's resolution. r > 1 only when the face
+  is more than 2x larger in the image than in the (pre-)crop."""
+  s = float(image_to_crop_scale)
+  r = 1
+  while r < MAX_DRAFT_REDUCTION and s > 0 and 2 * r * s <= 1.0:
+    r *= 2
+  return r
+
+
+def decode_reduced(path: str, reduction: int) -> DecodedImage:
+  """Decodes an image file, a JPEG at 1 / `reduction` scale (`Image.draft`).
+
+  Other formats, and JPEGs PIL cannot draft (e.g. several tiles), decode
+  at full size (`reduction` 1 in the result). Errors as
+  `records.decode_image_file`: ValueError naming the file (too large,
+  corrupt), FileNotFoundError passed through.
+  """
+  pixels, got = records_lib.decode_image_file_reduced(path, int(reduction))
+  return DecodedImage(records_lib.as_rgb_uint8(pixels, path), got)
+
+
+def precrop_sample(record, image: np.ndarray, index: int, config: CropConfig,
+                   reduction: int = 1) -> Dict[str, np.ndarray]:
+  """The device-mode training sample: a P x P pre-crop, no augmentation.
+
+  The pre-crop holds the plain S x S crop in its middle and a margin around
+  it (P = `config.precrop_size`, data/device_augment.py says why the default
+  margin is 2) for the flip, rotation, zoom and shift that the train step
+  draws. Two ways, by the crop's scale k (crop px per original px):
+    * `copies_original_pixels(k, P)`, k >= ~(P - 1) / (P - 4) (the crop
+      enlarges the face): P x P original pixels, copied (no resampling) from
+      the integer offset nearest the crop centre (`_copied_precrop`); the
+      device warp then reads the original pixels exactly as the host warp
+      does (same taps, same border rule, `precrop_box` = the part inside the
+      image). The slice covers more than the margin: P original px are >= P
+      crop px.
+    * otherwise: the widened crop resampled at the crop's scale with
+      `transforms.warp_affine` (PIL bilinear, `config.antialias` as the host
+      path), from `image` decoded at 1 / `reduction` (`decode_reduced`;
+      `_resampled_precrop`). The device warp then resamples once more (zoom
+      ~ 1): two bilinear interpolations instead of the host's one (softer
+      crops, measured in data/device_augment.py's docstring: the price of a
+      fixed-size pre-crop at crop resolution).
+  Pixels outside the image are black in both, as in host mode.
+
+  Returns:
+    the batch-dict entries of data/device_augment.py's docstring: `image`
+    uint8 [P, P, 3], `landmarks` (pre-crop px), `visible`, `crop_to_image`
+    (pre-crop -> original px), `precrop_to_crop`, `precrop_box`,
+    `landmarks_original`, `valid`, `index`, `decode_failed`.
+  """
+  s, p = config.crop_size, config.precrop_size
+  if p < s:
+    raise ValueError(f"precrop_size {p} < crop_size {s}")
+  center, scale = transforms.record_center_scale(record, config.crop_mode,
+                                                 config.points_margin)
+  crop_m = transforms.crop_matrix(center, scale, s)       # original -> crop
+  landmarks = np.asarray(record.landmarks, np.float64)
+  if reduction == 1 and copies_original_pixels(float(crop_m[0, 0]), p):
+    pre, box, precrop_to_image = _copied_precrop(image, center, p)
+    precrop_to_crop = transforms.compose(crop_m, precrop_to_image)
+  else:
+    pre, box, precrop_to_image, precrop_to_crop = _resampled_precrop(
+        image, crop_m, s, p, reduction, config.antialias)
+  points = transforms.apply_affine(
+      transforms.invert_affine(precrop_to_image), landmarks)
+  return dict(
+      image=pre,
+      landmarks=points.astype(np.float32),
+      visible=_visible(record),
+      crop_to_image=precrop_to_image.astype(np.float32),
+      precrop_to_crop=precrop_to_crop.astype(np.float32),
+      precrop_box=box.astype(np.float32),
+      landmarks_original=landmarks.astype(np.float32),
+      valid=np.asarray(True),
+      index=np.asarray(index, np.int32),
+      decode_failed=np.asarray(False))
+
+
+def copies_original_pixels(k: float, precrop_size: int) -> bool:
+  """True where P x P original pixels hold the whole pre-crop region of a
+  crop of scale `k` (crop px per original px): half-side (P - 1) / 2 in
+  crop px, i.e. (P - 1) / (2 k) original px, within the slice's
+  (P - 1) / 2 less 0.5 (the integer offset) and 1 (the bilinear taps)."""
+  half = (precrop_size - 1) / 2.0
+  return k * (half - 1.5) >= half
+
+
+def _copied_precrop(image: np.ndarray, center, p: int):
+  """P x P original pixels about `center` (black outside the image).
+
+  Returns (uint8 [P, P, 3], precrop_box [4] (the part inside the image,
+  inclusive; empty when none is), precrop -> original [2, 3]).
+  """
+  h, w = image.shape[:2]
+  x0 = int(np.floor(center[0] - (p - 1) / 2.0 + 0.5))
+  y0 = int(np.floor(center[1] - (p - 1) / 2.0 + 0.5))
+  pre = np.zeros((p, p, 3), np.uint8)
+  xa, xb = max(0, x0), min(w, x0 + p)
+  ya, yb = max(0, y0), min(h, y0 + p)
+  if xa < xb and ya < yb:
+    pre[ya - y0:yb - y0, xa - x0:xb - x0] = image[ya:yb, xa:xb]
+    box = np.array([xa - x0, ya - y0, xb - x0 - 1, yb - y0 - 1], np.float64)
+  else:  # the face's surroundings are all outside the image.
+    box = np.array([0.0, 0.0, -1.0, -1.0])
+  return pre, box, np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
+
+
+def _resampled_precrop(image: np.ndarray, crop_m: np.ndarray, s: int, p: int,
+                       reduction: int, antialias: bool):
+  """The crop widened to P px about its centre, at the crop's scale, from
+  `image` decoded at 1 / `reduction` (transforms.warp_affine: PIL bilinear).
+
+  Returns (uint8 [P, P, 3], precrop_box [4] (all of it), precrop ->
+  original [2, 3], precrop -> crop [2, 3] (a shift by -(P - S) / 2)).
+  """
+  d = (p - s) / 2.0
+  image_to_precrop = transforms.compose(
+      np.array([[1.0, 0.0, d], [0.0, 1.0, d]]), crop_m)
+  decoded_to_precrop = transforms.compose(
+      image_to_precrop, transforms.reduction_map(int(reduction)))
+  pre = transforms.warp_affine(image, decoded_to_precrop, p, antialias)
+  return (pre, np.array([0.0, 0.0, p - 1.0, p - 1.0]),
+          transforms.invert_affine(image_to_precrop),
+          np.array([[1.0, 0.0, -d], [0.0, 1.0, -d]]))
+
+
+def _empty_precrop_sample(config: CropConfig) -> Dict[str, np.ndarray]:
+  """A padding slot in device mode's pre-crop layout."""
+  p, s = config.precrop_size, config.crop_size
+  d = (p - s) / 2.0
+  sample = _empty_sample(p, config.num_points)
+  sample["precrop_to_crop"] = np.array([[1, 0, -d], [0, 1, -d]], np.float32)
+  sample["precrop_box"] = np.array([0, 0, p - 1, p - 1], np.float32)
+  return sample
 
 
 def make_sample(record, image: np.ndarray, index: int, config: CropConfig,
-                rng: Optional[np.random.Generator]) -> Dict[str, np.ndarray]:
-  """One STAR sample (crop, augmentation when training) as a dict of arrays."""
+                rng: Optional[np.random.Generator],
+                reduction: int = 1) -> Dict[str, np.ndarray]:
+  """One STAR sample (crop, augmentation when training) as a dict of arrays.
+
+  With `config.augment_on == "device"` a training sample is the pre-crop of
+  `precrop_sample` (`image` decoded at 1 / `reduction`; no randomness here:
+  the train step augments); evaluation samples never change.
+  """
   if record.num_points != config.num_points:
     raise ValueError(f"{record.image_path}: {record.num_points} landmarks, the "
                      f"loader expects {config.num_points}")
+  if config.precrops:
+    return precrop_sample(record, image, index, config, reduction)
   center, scale = transforms.record_center_scale(record, config.crop_mode,
                                                  config.points_margin)
   crop_m = transforms.crop_matrix(center, scale, config.crop_size)
@@ -215,13 +402,14 @@ class _SampleTransform(grain.RandomMapTransform):
     self._make = make      # (record, image, index, rng) -> dict
     self._empty = empty    # () -> dict
     self._train = train
+    self._load = getattr(make, "load", None)  # optional (record) -> image
 
   def random_map(self, element, rng: np.random.Generator):
     _leave_stop_signals_to_the_main_process()
     index, record = element
     if record is None:
       return self._empty()
-    image = _load_or_none(record)
+    image = _load_or_none(record, self._load)
     if image is not None:
       return self._make(record, image, index, rng)
     if not self._train:
@@ -232,7 +420,7 @@ class _SampleTransform(grain.RandomMapTransform):
     n = len(self._records)
     for k in range(1, min(MAX_REPLACEMENTS, n - 1) + 1):
       j = (index + k) % n
-      image = _load_or_none(self._records[j])
+      image = _load_or_none(self._records[j], self._load)
       if image is not None:
         sample = self._make(self._records[j], image, j, rng)
         sample["decode_failed"] = np.asarray(True)
@@ -242,16 +430,53 @@ class _SampleTransform(grain.RandomMapTransform):
                      "the dataset with `python -m data.inspect`")
 
 
+class _CachedSampleTransform(grain.MapTransform):
+  """grain op: `(index, record)` -> the cached device-mode sample of
+  `index` (data/precrop_cache.py); what `_SampleTransform` would make."""
+
+  def __init__(self, read):
+    self._read = read      # index -> sample dict (precrop_cache.CachedPrecrops)
+
+  def map(self, element):
+    _leave_stop_signals_to_the_main_process()
+    index, _ = element
+    return self._read(index)
+
+
 class _StarMake:
   """Picklable `(record, image, index, rng) -> sample` for the STAR loaders."""
 
   def __init__(self, config: CropConfig):
     self.config = config
 
+  def load(self, record):
+    """Decodes `record`: as `record.load_image()`, except for device-mode
+    training samples from image files, where a face more than 2x larger
+    than its crop is decoded at reduced scale (`draft_reduction`; JPEG only,
+    `decode_reduced`)."""
+    c = self.config
+    if not c.precrops or record.image_loader is not None:
+      return record.load_image()
+    try:
+      center, scale = transforms.record_center_scale(record, c.crop_mode,
+                                                     c.points_margin)
+      k = float(transforms.crop_matrix(center, scale, c.crop_size)[0, 0])
+    except ValueError:  # make_sample raises it with the record's name.
+      return record.load_image()
+    r = draft_reduction(k)
+    if r == 1:
+      return record.load_image()
+    return decode_reduced(record.image_path, r)
+
   def __call__(self, record, image, index, rng):
+    if isinstance(image, DecodedImage):
+      return make_sample(record, image.pixels, index, self.config, rng,
+                         image.reduction)
     return make_sample(record, image, index, self.config, rng)
 
   def empty(self):
+    if self.config.precrops:
+      return _empty_precrop_sample(self.config)
     return _empty_sample(self.config.crop_size, self.config.num_points)
 
 
@@ -320,7 +545,11 @@ def make_landmark_loader(records: Sequence[records_lib.FaceRecord], *,
                          num_epochs: Optional[int] = None,
                          shard_index: Optional[int] = None,
                          shard_count: Optional[int] = None,
-                         worker_buffer_size: int = 2) -> grain.DataLoader:
+                         worker_buffer_size: int = 2,
+                         augment_on: str = "host",
+                         precrop_margin: float = 2.0,
+                         precrop_cache_dir: Optional[str] = None
+                         ) -> grain.DataLoader:
   """STAR batches (README "Conventions") from FaceRecords.
 
   Args:
@@ -338,10 +567,20 @@ def make_landmark_loader(records: Sequence[records_lib.FaceRecord], *,
     num_epochs: default: forever (train) / 1 (eval).
     shard_index, shard_count: default `jax.process_index()/process_count()`.
     worker_buffer_size: batches prefetched per worker.
+    augment_on: "host" (augmented S x S crops) or "device" (training
+      batches of pre-crops, `precrop_sample`, that
+      data/device_augment.DeviceAugment augments in the train step; eval
+      batches are the same in both modes).
+    precrop_margin: the pre-crop's side over S (device mode).
+    precrop_cache_dir: device-mode training only: a folder where the
+      pre-crops are built once (data/precrop_cache.py, array_record) and
+      read in every epoch; the same batches as without it.
 
   Returns:
     a `grain.python.DataLoader`; `iter()` it for batches (dicts of numpy).
   """
+  from data import device_augment  # pylint: disable=g-import-not-at-top
+  device_augment.check_augment_on(augment_on)
   if not len(records):  # pylint: disable=g-explicit-length-test
     raise ValueError("make_landmark_loader: no records (check the reader's "
                      "problems list / the dataset path)")
@@ -350,12 +589,18 @@ def make_landmark_loader(records: Sequence[records_lib.FaceRecord], *,
       crop_size=int(crop_size), num_points=scheme.num_points, train=bool(train),
       augment=augment_lib.AugmentConfig.from_mapping(augment_config),
       crop_mode=crop_mode, points_margin=float(points_margin),
-      antialias=bool(antialias))
+      antialias=bool(antialias), augment_on=augment_on,
+      precrop_size=device_augment.precrop_size(crop_size, precrop_margin))
   if crop_mode not in transforms.CROP_MODES:
     raise errors.UserError(f"crop_mode must be one of {transforms.CROP_MODES}, "
                            f"got {crop_mode!r}")
   make = _StarMake(config)
   factory = lambda recs: _SampleTransform(recs, make, make.empty, train)
+  if precrop_cache_dir and config.precrops:
+    from data import precrop_cache  # pylint: disable=g-import-not-at-top
+    key = precrop_cache.build(records, config, precrop_cache_dir)
+    read = precrop_cache.CachedPrecrops(precrop_cache_dir, key, len(records))
+    factory = lambda recs: _CachedSampleTransform(read)
   return _build_loader(records, factory, train=train, batch_size=batch_size,
                        seed=seed, num_workers=num_workers, num_epochs=num_epochs,
                        shard_index=shard_index, shard_count=shard_count,

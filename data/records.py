@@ -71,16 +71,33 @@ class FaceRecord:
 
 def decode_image_file(path: str) -> np.ndarray:
   """Decodes an image file with Pillow; raises ValueError naming the file."""
+  return decode_image_file_reduced(path, 1)[0]
+
+
+def decode_image_file_reduced(path: str, reduction: int):
+  """(pixels, r): a JPEG decoded at 1 / `reduction` scale by libjpeg's DCT
+  scaling (`Image.draft`; r = the reduction PIL achieved), any other file,
+  or a JPEG PIL cannot draft, at full size (r = 1).
+
+  Raises ValueError naming the file (corrupt, or too large: Pillow only
+  warns between its pixel limit and twice it, then decodes the whole image
+  into memory; such an image is refused like a larger one, a face crop never
+  needs 89M pixels); FileNotFoundError is passed through.
+  """
   import warnings  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  got = 1
   try:
     with warnings.catch_warnings():
-      # Pillow only warns between its pixel limit and twice it, then decodes
-      # the whole image into memory; such an image is refused like a larger
-      # one (a face crop never needs 89M pixels).
       warnings.simplefilter("error", Image.DecompressionBombWarning)
       with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        if reduction > 1 and im.format == "JPEG":
+          w, h = im.size
+          result = im.draft("RGB", (max(1, w // reduction),
+                                    max(1, h // reduction)))
+          if result is not None:
+            got = int(round(w / result[1][2]))
+        return np.asarray(im.convert("RGB")), got
   except FileNotFoundError:
     raise
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data import device_augment as device_augment_lib
 from data import schemes as schemes_lib
 from landmarks import coordinates
 from landmarks import distribution
@@ -109,7 +110,8 @@ def model_from_config(config, scheme) -> model_lib.StackedHourglass:
       use_aam=use_aam,
       heatmap_activation=m.get("heatmap_activation", "instance_norm_relu"),
       dtype=dtype, input_bgr=bool(m.get("input_bgr", False)),
-      conv3x3=m.get("conv3x3", "auto"), **extra)
+      conv3x3=m.get("conv3x3", "auto"),
+      remat=bool(m.get("remat", False)), **extra)
 
 
 class StarMethod(method_base.Method):
@@ -117,10 +119,17 @@ class StarMethod(method_base.Method):
 
   best_mode = "min"
   # Paths, loader settings and the evaluation-only flip test may change on
-  # resume; the 3x3 convolution algorithm computes the same model.
+  # resume.
   resumable_fields = ("data.root", "data.num_workers",
-                      "data.prefetch_buffer_size", "eval.flip_test")
-  implementation_fields = ("model.conv3x3",)
+                      "data.prefetch_buffer_size", "eval.flip_test",
+                      # Where the augmentation runs (the same distribution;
+                      # e.g. a run moved to an accelerator host), and so
+                      # checkpoints from before these fields resume.
+                      "data.augment_on", "data.precrop_margin",
+                      "data.precrop_cache_dir")
+  # The 3x3 convolution algorithm and rematerialisation compute the same
+  # model with the same parameters (a checkpoint moves between them).
+  implementation_fields = ("model.conv3x3", "model.remat")
   # What a checkpoint's hourglass is: its config, the landmark scheme (the
   # point count and edges) and the crop size.
   model_fields = ("model.", "data.scheme", "data.crop_size")
@@ -142,6 +151,15 @@ class StarMethod(method_base.Method):
         objective.regression_loss_name(config)
         if self.model.head == "regression" else None)
     self.best_metric = config.get("best_metric", None)
+    # config.data.augment_on = "device": the training batches are the host's
+    # pre-crops (data/pipeline.py) and the flip / similarity warp / texture
+    # of data/augment.py run here, at the start of `loss_fn`
+    # (data/device_augment.py); "host" (default) leaves everything as it was.
+    self.augment_on = device_augment_lib.check_augment_on(
+        config.data.get("augment_on", "host"))
+    self.device_augment = (
+        device_augment_lib.DeviceAugment.from_config(config.data, self.scheme)
+        if self.augment_on == "device" else None)
     self._data = data
 
   @property
@@ -153,6 +171,11 @@ class StarMethod(method_base.Method):
 
   # --- data ---
   def dummy_batch(self, batch_size: int) -> Dict[str, np.ndarray]:
+    """A training batch's shapes: S x S crops, or in device mode the
+    pre-crop batch the host sends (DeviceAugment.dummy_batch)."""
+    if self.device_augment is not None:
+      return self.device_augment.dummy_batch(batch_size,
+                                             self.scheme.num_points)
     s, n = self.crop_size, self.scheme.num_points
     eye = np.tile(np.eye(2, 3, dtype=np.float32), (batch_size, 1, 1))
     grid = np.linspace(0.25 * s, 0.75 * s, n, dtype=np.float32)
@@ -164,18 +187,32 @@ class StarMethod(method_base.Method):
             "index": np.arange(batch_size, dtype=np.int32)}
 
   # --- model ---
+  def _plain_crops(self, batch):
+    """A pre-crop batch (device mode) -> its plain crops; else `batch`."""
+    if self.device_augment is not None and "precrop_to_crop" in batch:
+      return self.device_augment.base_crop(batch)
+    return batch
+
   def init_variables(self, rng, batch):
+    batch = self._plain_crops(batch)
     variables = self.model.init(rng, batch["image"], train=False)
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     return params, model_state
 
   def forward(self, params, model_state, batch):
+    batch = self._plain_crops(batch)
     return self.model.apply({"params": params, **model_state}, batch["image"],
                             train=False)
 
   def loss_fn(self, params, model_state, batch, rng, step):
-    del rng, step
+    del step
+    if self.device_augment is not None:
+      # Sample i of the global batch draws from fold_in(rng, i), rng =
+      # fold_in(state.rng, step) (training/loop.py): the same crops on any
+      # number of devices and after a resume.
+      batch = self.device_augment(batch, rng)
+    del rng
     outputs, new_state = self.model.apply(
         {"params": params, **model_state}, batch["image"], train=True,
         mutable=list(model_state.keys()))

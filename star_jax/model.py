@@ -41,6 +41,14 @@ BatchNorm normalisation in bfloat16 with float32 parameters and float32
 BatchNorm statistics; heads are cast to float32 before their activations, and
 all outputs are float32.
 
+Rematerialisation (`remat=True`): each hourglass stack (`Hourglass`, the
+outermost level of every stack) is wrapped in `nn.remat`, so its internal
+activations are not kept for the backward pass but recomputed from the
+stack's input (about one more forward of the hourglasses per step). Same
+parameter tree (checkpoints are interchangeable), same loss and gradients up
+to float rounding (tests/test_model.py); what it saves in memory:
+`bench/compile_memory.py`.
+
 Data parallelism: call the module under `jax.jit` with the batch sharded over
 a mesh axis (NamedSharding); BatchNorm statistics are then over the global
 batch automatically, without an `axis_name`.
@@ -151,6 +159,12 @@ class Hourglass(nn.Module):
     return up + layers.upsample_nearest_2x(low)
 
 
+# `Hourglass` rematerialised in the backward pass (StackedHourglass.remat).
+# The lifted class keeps the module's name, so the parameter paths are
+# Hourglass's; `train` (argument 2, counting self) is a Python bool: static.
+RematHourglass = nn.remat(Hourglass, static_argnums=(2,))
+
+
 class StackedHourglass(nn.Module):
   """STAR's stacked hourglass landmark network.
 
@@ -174,6 +188,9 @@ class StackedHourglass(nn.Module):
       F(2x2, 3x3) matmuls where measured faster: XLA:CPU, float32, 128
       channels, maps >= 32 x 32; `lax.conv` elsewhere), "xla" or
       "winograd". Same parameters and maths either way (`star_jax/winograd.py`).
+    remat: rematerialise each hourglass stack in the backward pass
+      (`nn.remat`): less activation memory for ~1 more forward of the
+      hourglasses; same parameters, same gradients.
   """
   num_points: int
   edges: Tuple[Tuple[int, ...], ...] = ()
@@ -187,6 +204,7 @@ class StackedHourglass(nn.Module):
   conv3x3: str = "auto"
   head: str = "heatmap"
   regression_min_std: float = regression.MIN_STD
+  remat: bool = False
 
   def _check(self, images: jax.Array):
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -241,10 +259,11 @@ class StackedHourglass(nn.Module):
     x = normalise_images(images, self.input_bgr)
     x = Stem(self.width, self.dtype, self.conv3x3, name="stem")(x, train)
 
+    hourglass = RematHourglass if self.remat else Hourglass
     outputs = []
     heatmaps = None
     for i in range(self.num_stacks):
-      hg = Hourglass(self.depth, self.width, coord_conv=True, dtype=self.dtype,
+      hg = hourglass(self.depth, self.width, coord_conv=True, dtype=self.dtype,
                      conv3x3=self.conv3x3,
                      name=f"hourglass_{i}")(x, train, heatmaps)
       feature = layers.ResBlock(self.width, self.dtype, self.conv3x3,

@@ -122,7 +122,9 @@ def test_loop_resume_fields_are_the_methods_declarations():
   fields = loop.resumable_fields(star_method.StarMethod, config)
   assert set(fields) == {"data.root", "data.num_workers",
                          "data.prefetch_buffer_size", "eval.flip_test",
-                         "model.conv3x3", "x.y"}
+                         "model.conv3x3", "model.remat", "data.augment_on",
+                         "data.precrop_margin", "data.precrop_cache_dir",
+                         "x.y"}
   assert set(loop.resumable_fields(pretrain.MaePretrainMethod, config)) == {
       "data.root", "data.num_workers", "x.y"}
   assert not set(ckpt_lib.RESUMABLE_FIELDS) & {"data.root", "eval.flip_test"}

@@ -410,3 +410,95 @@ def test_initialisers_follow_pytorch_defaults():
   # Uniform: variance bound^2 / 3.
   np.testing.assert_allclose(np.asarray(p["kernel"]).var(), bound**2 / 3,
                              rtol=0.1)
+
+
+# ------------------------------------------------------------------ remat --
+# A smaller network than `small_model` (depth 1, width 8, 32 px): two
+# gradient compiles are what these tests cost.
+
+
+def remat_model(**kw):
+  return small_model(depth=1, width=8, **kw)
+
+
+@pytest.fixture(scope="module")
+def remat_case():
+  images = random_images(size=32)
+  variables = numpy_variables(remat_model(), images, seed=2)
+  return images, variables
+
+
+def _loss_and_grads(net, variables, images, targets):
+  """Jitted ((loss, new batch_stats), grads) of a stand-in loss on all maps."""
+
+  def loss_fn(params):
+    outs, state = net.apply({"params": params,
+                             "batch_stats": variables["batch_stats"]},
+                            images, train=True, mutable=["batch_stats"])
+    loss = sum((i + 1) * jnp.mean(jnp.square(o[k] - targets[k]))
+               for i, o in enumerate(outs) for k in sorted(o))
+    return loss, state["batch_stats"]
+
+  return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+      variables["params"])
+
+
+def test_remat_keeps_parameter_tree(remat_case):
+  images, _ = remat_case
+  paths = []
+  for remat in (False, True):
+    shapes = jax.eval_shape(functools.partial(
+        remat_model(remat=remat).init, train=False), jax.random.PRNGKey(0),
+                            images)
+    paths.append([(jax.tree_util.keystr(p), x.shape, x.dtype) for p, x in
+                  jax.tree_util.tree_flatten_with_path(shapes)[0]])
+  assert paths[0] == paths[1]
+  assert any("'hourglass_1'" in p for p, _, _ in paths[0])
+
+
+def test_remat_same_loss_gradients_and_batch_stats(remat_case):
+  images, variables = remat_case
+  rng = np.random.RandomState(3)
+  h = images.shape[1] // 4
+  targets = {"heatmaps": rng.rand(2, NUM_POINTS, h, h),
+             "pointmaps": rng.rand(2, NUM_POINTS, h, h),
+             "edgemaps": rng.rand(2, len(EDGES), h, h)}
+  targets = {k: v.astype(np.float32) for k, v in targets.items()}
+  (loss, stats), grads = _loss_and_grads(remat_model(), variables, images,
+                                         targets)
+  (loss_r, stats_r), grads_r = _loss_and_grads(remat_model(remat=True),
+                                               variables, images, targets)
+  np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
+  assert (jax.tree_util.tree_structure(grads_r)
+          == jax.tree_util.tree_structure(grads))
+  for g, g_r in zip(jax.tree_util.tree_leaves(grads),
+                    jax.tree_util.tree_leaves(grads_r)):
+    scale = float(np.abs(np.asarray(g)).max()) + 1e-12
+    np.testing.assert_allclose(g_r, g, rtol=1e-5, atol=1e-6 * scale)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      stats, stats_r)
+  # The hourglasses' gradients are not trivially zero (the check has teeth).
+  for i in (0, 1):
+    assert float(np.abs(np.asarray(
+        grads[f"hourglass_{i}"]["coord_conv"]["kernel"])).max()) > 0
+
+
+def test_remat_is_in_the_program_only_when_on(remat_case):
+  images, variables = remat_case
+
+  def remat_regions(net):
+    def loss_fn(params):
+      outs, _ = net.apply({"params": params,
+                           "batch_stats": variables["batch_stats"]},
+                          images, train=True, mutable=["batch_stats"])
+      return sum(jnp.sum(o["heatmaps"]) for o in outs)
+    jaxpr = jax.make_jaxpr(loss_fn)(variables["params"])
+    # jax.checkpoint's primitive ("remat2" in jax 0.10, "checkpoint" in
+    # some versions), counted at the top level of the forward's jaxpr.
+    return sum(e.primitive.name in ("remat2", "checkpoint", "remat")
+               for e in jaxpr.jaxpr.eqns)
+
+  # One rematerialised region per stack (2 stacks), none without remat.
+  assert remat_regions(remat_model(remat=True)) == 2
+  assert remat_regions(remat_model()) == 0

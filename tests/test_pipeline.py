@@ -232,3 +232,143 @@ def test_random_resized_crop_bounds_and_flip():
     row = out[48, :, 0].astype(int)
     flips += row[5] > row[-5]  # a flipped ramp decreases
   assert 3 <= flips <= 17
+
+
+# ------------------------------------------- device-mode pre-crops (#18) --
+
+
+DS = 128  # device-mode tests: yt68 crops of 128 px take both pre-crop paths.
+
+
+def _device_loader(recs, seed=3, crop_size=DS, **kw):
+  kw.setdefault("shard_index", 0)
+  kw.setdefault("shard_count", 1)
+  return pipeline.make_landmark_loader(recs, crop_size=crop_size, train=True,
+                                       batch_size=4, seed=seed,
+                                       augment_on="device", **kw)
+
+
+def _paths(batch):
+  """Per sample: "copy" (pre-crop = original pixels, the crop enlarges the
+  face) or "resampled" (pre-crop at crop scale)."""
+  scale = batch["precrop_to_crop"][:, 0, 0]
+  return ["resampled" if v == 1 else "copy" for v in scale]
+
+
+def test_device_mode_precrops_are_deterministic_and_resume():
+  """augment_on="device": the training batches are un-augmented pre-crops
+  (2 S px, the train step augments them), in the host mode's record order;
+  the same seed gives the same batches and a resumed iterator the same
+  remaining batches."""
+  recs = _yt68_records(12)
+  a, it = _take(_device_loader(recs), 2)
+  assert a[0]["image"].shape == (4, 2 * DS, 2 * DS, 3)
+  assert {"precrop_to_crop", "precrop_box"} <= set(a[0])
+  assert set(_paths(a[0]) + _paths(a[1])) == {"copy", "resampled"}
+  state = it.get_state()
+  expected = [next(it) for _ in range(3)]          # crosses an epoch
+  resumed, _ = _take(_device_loader(recs), 3, state=state)
+  _assert_batches_equal(resumed, expected)
+  again, _ = _take(_device_loader(recs), 2)
+  _assert_batches_equal(again, a)
+  host, _ = _take(pipeline.make_landmark_loader(
+      recs, crop_size=DS, train=True, batch_size=4, seed=3, shard_index=0,
+      shard_count=1), 5)
+  np.testing.assert_array_equal(
+      np.concatenate([b["index"] for b in a + expected]),
+      np.concatenate([b["index"] for b in host]))
+  # No randomness on the host: another seed changes the order only.
+  other, _ = _take(_device_loader(recs, seed=4), 3)
+  by_index = {int(i): b["image"][j] for b in a + expected
+              for j, i in enumerate(b["index"])}
+  for b in other:
+    for j, i in enumerate(b["index"]):
+      np.testing.assert_array_equal(b["image"][j], by_index[int(i)])
+
+
+@pytest.mark.parametrize("crop_size", [S, DS])
+def test_device_mode_plain_crop_and_eval_batches_equal_host_mode(crop_size):
+  """The pre-crop holds the host's plain crop in its middle (identity
+  geometry in the device warp = the crop of the decoded pixels within 1
+  grey level; faces more than 2x larger than the crop are decoded at
+  1 / r, so that crop is of the reduced decode), its points map back to
+  the record's, and evaluation batches do not depend on augment_on."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from data import device_augment  # pylint: disable=g-import-not-at-top
+  recs = _yt68_records(8)
+  (batch,), _ = _take(_device_loader(recs, crop_size=crop_size), 1)
+  for i in range(4):
+    np.testing.assert_allclose(
+        T.apply_affine(batch["crop_to_image"][i], batch["landmarks"][i]),
+        recs[batch["index"][i]].landmarks, atol=2e-3)
+  da = device_augment.DeviceAugment(crop_size, 2 * crop_size)
+  base = jax.tree.map(np.asarray, jax.jit(da.base_crop)(batch))
+  make = pipeline._StarMake(pipeline.CropConfig(  # pylint: disable=protected-access
+      crop_size=crop_size, num_points=68, train=True, crop_mode="points",
+      augment_on="device", precrop_size=2 * crop_size))
+  reductions = []
+  for i in range(4):
+    rec = recs[batch["index"][i]]
+    c, s = T.record_center_scale(rec, "points")
+    crop_m = T.crop_matrix(c, s, crop_size)
+    decoded = make.load(rec)
+    r = getattr(decoded, "reduction", 1)
+    reductions.append(r)
+    crop = T.warp_affine(getattr(decoded, "pixels", decoded),
+                         T.compose(crop_m, T.reduction_map(r)), crop_size)
+    lm = T.apply_affine(crop_m, rec.landmarks)
+    c2i = T.invert_affine(crop_m)
+    diff = np.abs(base["image"][i].astype(int) - crop.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    np.testing.assert_allclose(base["landmarks"][i], lm, atol=2e-3)
+    np.testing.assert_allclose(base["crop_to_image"][i], c2i, atol=1e-4)
+  if crop_size == S:   # faces > 2x the crop decoded at 1/2, and the others
+    assert 1 in reductions and 2 in reductions, reductions
+  else:                # both pre-crop paths
+    assert set(_paths(batch)) == {"copy", "resampled"}, _paths(batch)
+  evals = [list(pipeline.make_eval_loader(
+      recs, crop_size=crop_size, batch_size=4, shard_index=0,
+      shard_count=1, augment_on=mode)) for mode in ("host", "device")]
+  _assert_batches_equal(*evals)
+
+
+def test_device_mode_bad_settings_are_user_errors():
+  from training import errors  # pylint: disable=g-import-not-at-top
+  recs = _yt68_records(4)
+  with pytest.raises(errors.UserError, match="augment_on"):
+    _train_loader(recs, augment_on="accelerator")
+  with pytest.raises(errors.UserError, match="precrop_margin"):
+    _train_loader(recs, augment_on="device", precrop_margin=0.5)
+
+
+def test_device_mode_precrop_cache_gives_the_uncached_batches(tmp_path,
+                                                              caplog):
+  """data/precrop_cache.py: the pre-crops built once into array_record
+  (through a tfds builder) give the uncached loader's batches bit for bit,
+  replaced undecodable images included, and resume from its iterator
+  state; a changed record builds a new cache, the old one is reused."""
+  from data import precrop_cache  # pylint: disable=g-import-not-at-top
+  recs = _yt68_records(8)
+  bad = tmp_path / "corrupt.jpg"
+  bad.write_bytes(b"not a jpeg")
+  recs[5] = records.FaceRecord(str(bad), recs[5].landmarks)
+  cache = str(tmp_path / "cache")
+  with caplog.at_level(logging.WARNING):
+    cached = _device_loader(recs, precrop_cache_dir=cache)
+  assert str(bad) in caplog.text                  # reported when built
+  plain, it = _take(_device_loader(recs), 3)
+  got, it_cached = _take(cached, 3)
+  _assert_batches_equal(got, plain)
+  flagged = np.concatenate([b["decode_failed"] for b in got])
+  assert flagged.sum() == 1
+  state = it.get_state()
+  assert it_cached.get_state() == state
+  more, _ = _take(_device_loader(recs, precrop_cache_dir=cache), 2,
+                  state=state)
+  _assert_batches_equal(more, [next(it) for _ in range(2)])
+  keys = os.listdir(os.path.join(cache, precrop_cache.BUILDER_NAME))
+  assert len(keys) == 1
+  moved = list(recs)
+  moved[0] = records.FaceRecord(recs[0].image_path, recs[0].landmarks + 1)
+  _device_loader(moved, precrop_cache_dir=cache)
+  assert len(os.listdir(os.path.join(cache, precrop_cache.BUILDER_NAME))) == 2
