@@ -339,7 +339,7 @@ def test_command_writes_a_restorable_training_checkpoint(tmp_path, capsys):
   assert saved["model"] == {
       "num_stacks": 4, "depth": 1, "width": 16, "use_aam": True,
       "heatmap_activation": "instance_norm_relu", "dtype": "float32",
-      "input_bgr": True, "conv3x3": "auto"}
+      "input_bgr": True, "conv3x3": "auto", "remat": False}
   assert saved["data"]["scheme"] == "300w" and saved["data"]["crop_size"] == 64
 
   # Restore as `run.py --mode=eval` does: the Trainer's abstract state from
