@@ -152,16 +152,6 @@ def device_peak_bytes() -> int | None:
 
 # ---------------------------------------------------------------- configs ---
 
-def _set(config, overrides):
-  for key, value in (overrides or {}).items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
-
-
 SMALL_STAR = {"model.num_stacks": 1, "model.depth": 1, "model.width": 16,
               "data.crop_size": 32}
 SMALL_MAE = {"model.preset": "deit_tiny", "model.decoder": "custom",
@@ -187,7 +177,7 @@ def star_config(batch: int, dtype: str, small: bool = False,
   c.model.dtype = dtype
   c.compilation_cache_dir = ""
   if small:
-    _set(c, SMALL_STAR)
+    c.update_from_flattened_dict(SMALL_STAR)
   if synthetic:
     c.data.name = "synthetic"
     c.data.scheme = "300w"
@@ -216,7 +206,7 @@ def mae_config(preset: str, batch: int, dtype: str, small: bool = False):
   c.model.dtype = dtype
   c.compilation_cache_dir = ""
   if small:
-    _set(c, SMALL_MAE)
+    c.update_from_flattened_dict(SMALL_MAE)
     for k, v in SMALL_MAE_ENCODER.items():
       c.model.encoder_overrides[k] = v
   return c

@@ -105,12 +105,7 @@ def paper_config(batch: int, fsdp: bool, remat: bool, dtype: str = "float32",
   c.model.remat = bool(remat)
   c.model.dtype = dtype
   c.model.conv3x3 = conv3x3
-  for key, value in (overrides or {}).items():
-    *parents, leaf = key.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides or {})
   return c
 
 
