@@ -81,8 +81,8 @@ class StarData:
         self.train_records, train=True, batch_size=local_batch_size,
         seed=int(self.config.seed), augment_config=dict(self.d.augment),
         # "device": pre-crops, augmented in the train step (StarMethod);
-        # with data.precrop_cache_dir (a field a config may add) they are
-        # built once into array_record files there (data/precrop_cache.py).
+        # with data.precrop_cache_dir set they are built once into
+        # array_record files there (data/precrop_cache.py).
         augment_on=self.d.get("augment_on", "host"),
         precrop_margin=float(self.d.get("precrop_margin", 2.0)),
         precrop_cache_dir=self.d.get("precrop_cache_dir", "") or None,
