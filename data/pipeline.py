@@ -380,13 +380,18 @@ def make_sample(record, image: np.ndarray, index: int, config: CropConfig,
 
 
 @functools.cache
-def _leave_stop_signals_to_the_main_process() -> None:
+def leave_stop_signals_to_the_main_process() -> None:
   """In a grain worker process: ignore SIGTERM and SIGINT (once per process).
 
   A scheduler's SIGTERM (SLURM, a terminal's Ctrl-C) reaches every process
   of the group; the training loop saves a checkpoint on it
   (training/preemption.py), which needs the workers alive until it has
-  closed them. Nothing changes in the main process (`num_workers=0`).
+  closed them. A worker left to SIGTERM's default action dies at once, and
+  a batch it had copied to shared memory but not yet handed over is never
+  unlinked ("leaked shared_memory objects" at exit). Every grain transform
+  of a training or evaluation loader calls this first (the pipelines here,
+  the toy method of tests/test_loop.py). Nothing changes in the main
+  process (`num_workers=0`).
   """
   if multiprocessing.parent_process() is None:
     return
@@ -405,7 +410,7 @@ class _SampleTransform(grain.RandomMapTransform):
     self._load = getattr(make, "load", None)  # optional (record) -> image
 
   def random_map(self, element, rng: np.random.Generator):
-    _leave_stop_signals_to_the_main_process()
+    leave_stop_signals_to_the_main_process()
     index, record = element
     if record is None:
       return self._empty()
@@ -438,7 +443,7 @@ class _CachedSampleTransform(grain.MapTransform):
     self._read = read      # index -> sample dict (precrop_cache.CachedPrecrops)
 
   def map(self, element):
-    _leave_stop_signals_to_the_main_process()
+    leave_stop_signals_to_the_main_process()
     index, _ = element
     return self._read(index)
 

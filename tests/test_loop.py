@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from data import pipeline
 from training import checkpoints as ckpt_lib
 from training import loop
 from training import mesh as mesh_lib
@@ -80,6 +81,9 @@ class _Lookup(grain.MapTransform):
     self.delay_s = delay_s
 
   def map(self, i):
+    # As the real pipelines' transforms do: a SIGTERM to the process group
+    # is the main process's to handle (tests/test_preemption.py).
+    pipeline.leave_stop_signals_to_the_main_process()
     if self.delay_s:
       time.sleep(self.delay_s)
     i = int(i)

@@ -2,7 +2,10 @@
 
 import csv
 import logging
+import multiprocessing
 import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -162,6 +165,25 @@ def test_workers_give_the_same_batches():
   a, _ = _take(_train_loader(recs, seed=5), 2)
   b, _ = _take(_train_loader(recs, seed=5, num_workers=1), 2)
   _assert_batches_equal(a, b)
+
+
+def test_workers_survive_a_stop_signal_and_keep_the_batch_order():
+  # A scheduler's SIGTERM reaches the whole process group; the workers must
+  # leave it to the main process (which saves a checkpoint, then closes them)
+  # and go on serving the same batches.
+  recs = _yt68_records(8)
+  want, _ = _take(_train_loader(recs, seed=5), 4)
+  it = iter(_train_loader(recs, seed=5, num_workers=1))
+  got = [next(it) for _ in range(2)]
+  workers = multiprocessing.active_children()
+  assert workers
+  for w in workers:
+    os.kill(w.pid, signal.SIGTERM)
+  time.sleep(0.5)
+  assert all(w.is_alive() for w in workers)
+  got += [next(it) for _ in range(2)]
+  it._iterator.close()
+  _assert_batches_equal(want, got)
 
 
 # ----------------------------------------------------------------- SCE-MAE --
