@@ -82,15 +82,25 @@ HEATMAP_CONFIG = "configs/yt68_star.py"
 REGRESSION_LOSSES = ("star", "nll", "smooth_l1")
 # Extra training seeds of the regression head: (loss, seed) -> run
 # `<loss>_seed<seed>`, the seed-to-seed spread of one loss at this budget.
-EXTRA_SEEDS = (("smooth_l1", 1),)
+EXTRA_SEEDS = (("smooth_l1", 1), ("star", 1), ("nll", 1), ("smooth_l1", 2),
+               ("star", 2), ("nll", 2))
+# STAR's restriction weight w (eq. 7): at w = 1 the free covariance settles
+# at a standard deviation of ~10 crop px, 5x the errors (README); w = 100
+# puts the optimum (d / 2w)^(1/3) at ~2 px. Run `star_w100`, seed 0.
+STAR_WEIGHTS = (100,)
 HEATMAP_NAMES = ("star_clean", "l1_clean")
-LABELS = {"star": "regression STAR", "nll": "regression NLL",
-          "smooth_l1": "regression smooth-L1",
-          "smooth_l1_seed1": "regression smooth-L1 (seed 1)",
-          "star_clean": "heatmap STAR", "l1_clean": "heatmap smooth-L1"}
+_LOSS_LABELS = {"star": "regression STAR", "nll": "regression NLL",
+                "smooth_l1": "regression smooth-L1"}
+LABELS = dict(
+    _LOSS_LABELS,
+    **{f"{loss}_seed{seed}": f"{_LOSS_LABELS[loss]} (seed {seed})"
+       for loss, seed in EXTRA_SEEDS},
+    **{f"star_w{w:g}": f"regression STAR, w = {w:g}" for w in STAR_WEIGHTS},
+    star_clean="heatmap STAR", l1_clean="heatmap smooth-L1")
 # (a, b): per-face NME of a - b.
 COMPARISONS = (("star", "smooth_l1"), ("star", "nll"), ("star", "star_clean"),
-               ("star_clean", "l1_clean"), ("smooth_l1_seed1", "smooth_l1"))
+               ("star_clean", "l1_clean"), ("smooth_l1_seed1", "smooth_l1"),
+               ("star_w100", "star"), ("star_w100", "smooth_l1"))
 PARTS = ("nme", "nme_jaw", "nme_inner")
 GROUP = "jaw"
 THRESHOLD = 0.1
@@ -100,7 +110,7 @@ THRESHOLD = 0.1
 
 def regression_runs() -> List[sweep_lib.Run]:
   """The regression head's runs: one per `config.loss.regression` (seed 0),
-  then the EXTRA_SEEDS runs."""
+  then the EXTRA_SEEDS runs, then STAR at each STAR_WEIGHTS w."""
   runs = [sweep_lib.Run(loss, REGRESSION_CONFIG,
                         (f"--config.loss.regression={loss}",))
           for loss in REGRESSION_LOSSES]
@@ -108,6 +118,10 @@ def regression_runs() -> List[sweep_lib.Run]:
                          (f"--config.loss.regression={loss}",
                           f"--config.seed={seed}"))
            for loss, seed in EXTRA_SEEDS]
+  runs += [sweep_lib.Run(f"star_w{w:g}", REGRESSION_CONFIG,
+                         ("--config.loss.regression=star",
+                          f"--config.loss.w={w:g}"))
+           for w in STAR_WEIGHTS]
   return runs
 
 
