@@ -21,18 +21,20 @@ What it does:
      same command with `--mode=eval` (results.json and predictions.npz in
      the run's folder; star_jax/sweep.py runs the commands, up to
      `--parallel` at once, each pinned to one core, log <workdir>/<name>.log).
-     Plus `smooth_l1_seed1` (EXTRA_SEEDS: the same with `--config.seed=1`),
-     whose difference to `smooth_l1` is the head's seed-to-seed spread.
+     Plus `<loss>_seed1` and `<loss>_seed2` of every loss (EXTRA_SEEDS: the
+     same with `--config.seed=S`), the head's seed-to-seed spread, and
+     `star_w100` (STAR with the restriction weight `--config.loss.w=100`).
   2. The heatmap references (`heatmap_runs()`) in `--heatmap_workdir`
      (default <workdir>/heatmap): `star_clean` (configs/yt68_star.py) and
-     `l1_clean` (the same with `--config.loss.star=False`), at the same
-     budget. These are the ambiguity study's runs of the same names
+     `l1_clean` (the same with `--config.loss.star=False`), and their
+     `_seed1` / `_seed2` runs, at the same budget. These are the ambiguity
+     study's runs of the same names
      (configs/yt68_ambiguity.py without label noise is configs/yt68_star.py),
      so `--heatmap_workdir=runs/ambiguity` reuses them; the ones missing
      there are trained with the commands above (config yt68_star.py),
      unless `--analyse_only`. A heatmap folder whose study.json names
      another step count is not trained into.
-  3. The analysis (`analyse`) of the six runs' raw (not EMA) predictions of
+  3. The analysis (`analyse`) of the runs' raw (not EMA) predictions of
      the final evaluation (`<split>/raw/pred`; `--variant=ema` for the
      other) against the val ground truth listed as the runs list it
      (star_jax.sweep.ground_truth): table.md, results.json, ced.png in
@@ -42,7 +44,7 @@ What it does:
 
 <workdir>/study.json records the steps and configs; re-running the training
 with other values is refused. `--only` restricts the training to the named
-runs (any of the six); the analysis always covers all six.
+runs (any of them); the analysis always covers all.
 
 Measures (% of the face's inter-ocular distance, outer eye corners 36 / 45
 of the ground truth, as the configs' NME; per face, then over faces):
@@ -56,7 +58,11 @@ of the ground truth, as the configs' NME; per face, then over faces):
     regression NLL, regression STAR - heatmap STAR, heatmap STAR - heatmap
     smooth-L1, regression smooth-L1 seed 1 - seed 0. Negative: a's error is
     lower.
-  * ced.png: the six cumulative error distributions up to t.
+  * per seed group (one model and loss, seeds 0, 1, 2): the NMEs, mean and
+    sample sd; differences of seed means with their standard error over
+    training runs (the spread the face bootstrap does not see).
+  * ced.png: the cumulative error distributions up to t of the seed-0 runs
+    and STAR at w = 100.
 """
 
 from __future__ import annotations
@@ -88,7 +94,10 @@ EXTRA_SEEDS = (("smooth_l1", 1), ("star", 1), ("nll", 1), ("smooth_l1", 2),
 # at a standard deviation of ~10 crop px, 5x the errors (README); w = 100
 # puts the optimum (d / 2w)^(1/3) at ~2 px. Run `star_w100`, seed 0.
 STAR_WEIGHTS = (100,)
-HEATMAP_NAMES = ("star_clean", "l1_clean")
+HEATMAP_BASES = ("star_clean", "l1_clean")
+HEATMAP_SEEDS = (1, 2)   # the ambiguity study's `<name>_seed<s>` runs.
+HEATMAP_NAMES = HEATMAP_BASES + tuple(
+    f"{n}_seed{s}" for s in HEATMAP_SEEDS for n in HEATMAP_BASES)
 _LOSS_LABELS = {"star": "regression STAR", "nll": "regression NLL",
                 "smooth_l1": "regression smooth-L1"}
 LABELS = dict(
@@ -96,7 +105,21 @@ LABELS = dict(
     **{f"{loss}_seed{seed}": f"{_LOSS_LABELS[loss]} (seed {seed})"
        for loss, seed in EXTRA_SEEDS},
     **{f"star_w{w:g}": f"regression STAR, w = {w:g}" for w in STAR_WEIGHTS},
-    star_clean="heatmap STAR", l1_clean="heatmap smooth-L1")
+    star_clean="heatmap STAR", l1_clean="heatmap smooth-L1",
+    **{f"{n}_seed{s}": f"{h} (seed {s})" for s in HEATMAP_SEEDS
+       for n, h in (("star_clean", "heatmap STAR"),
+                    ("l1_clean", "heatmap smooth-L1"))})
+# Seed groups: one model and loss, every training seed (seed 0 first).
+SEED_GROUPS = dict(
+    **{loss: (loss,) + tuple(f"{loss}_seed{s}" for l, s in EXTRA_SEEDS
+                             if l == loss) for loss in REGRESSION_LOSSES},
+    **{n: (n,) + tuple(f"{n}_seed{s}" for s in HEATMAP_SEEDS)
+       for n in HEATMAP_BASES})
+# (a, b) of seed groups: difference of the seed means, with its standard
+# error over training runs (what the face bootstrap does not see).
+SEED_COMPARISONS = (("star", "smooth_l1"), ("star", "nll"),
+                    ("nll", "smooth_l1"), ("star", "star_clean"),
+                    ("star_clean", "l1_clean"))
 # (a, b): per-face NME of a - b.
 COMPARISONS = (("star", "smooth_l1"), ("star", "nll"), ("star", "star_clean"),
                ("star_clean", "l1_clean"), ("smooth_l1_seed1", "smooth_l1"),
@@ -126,10 +149,14 @@ def regression_runs() -> List[sweep_lib.Run]:
 
 
 def heatmap_runs() -> List[sweep_lib.Run]:
-  """The heatmap references: STAR and the smooth-L1 baseline."""
-  return [sweep_lib.Run("star_clean", HEATMAP_CONFIG),
-          sweep_lib.Run("l1_clean", HEATMAP_CONFIG,
-                        ("--config.loss.star=False",))]
+  """The heatmap references: STAR and the smooth-L1 baseline, seed 0, then
+  seeds HEATMAP_SEEDS of both."""
+  loss = {"star_clean": (), "l1_clean": ("--config.loss.star=False",)}
+  runs = [sweep_lib.Run(n, HEATMAP_CONFIG, loss[n]) for n in HEATMAP_BASES]
+  runs += [sweep_lib.Run(f"{n}_seed{s}", HEATMAP_CONFIG,
+                         loss[n] + (f"--config.seed={s}",))
+           for s in HEATMAP_SEEDS for n in HEATMAP_BASES]
+  return runs
 
 
 def default_heatmap_workdir(workdir: str) -> str:
@@ -138,7 +165,7 @@ def default_heatmap_workdir(workdir: str) -> str:
 
 def run_dirs(workdir: str, heatmap_workdir: Optional[str] = None
              ) -> Dict[str, str]:
-  """Name -> folder of each of the six runs, in the analysis order."""
+  """Name -> folder of each run, in the analysis order."""
   heatmap_workdir = heatmap_workdir or default_heatmap_workdir(workdir)
   out = {r.name: os.path.join(workdir, r.name) for r in regression_runs()}
   out.update({r.name: os.path.join(heatmap_workdir, r.name)
@@ -220,7 +247,7 @@ def analyse(workdir: str, gt, *, heatmap_workdir: Optional[str] = None,
             samples: int = sweep_lib.BOOTSTRAP_SAMPLES,
             seed: int = sweep_lib.BOOTSTRAP_SEED,
             figures: bool = True) -> Dict[str, Any]:
-  """Reads the six runs' predictions; writes table.md, results.json, ced.png.
+  """Reads the runs' predictions; writes table.md, results.json, ced.png.
 
   Args:
     workdir: the study folder (regression runs in `<workdir>/<name>`; the
@@ -277,11 +304,14 @@ def analyse(workdir: str, gt, *, heatmap_workdir: Optional[str] = None,
       row["missing"] = [n for n in (a, b) if n not in per_face]
     results["comparisons"].append(row)
 
+  results["seeds"] = seed_summary(results["runs"])
+  results["seed_comparisons"] = seed_comparisons(results["seeds"])
   results["missing"] = [n for n, e in results["runs"].items()
                         if e["status"] != "ok"]
   os.makedirs(workdir, exist_ok=True)
-  if figures and per_face:
-    ced_figure({LABELS[n]: m["nme"] for n, m in per_face.items()}, threshold,
+  drawn = {n: m for n, m in per_face.items() if "_seed" not in n}
+  if figures and drawn:
+    ced_figure({LABELS[n]: m["nme"] for n, m in drawn.items()}, threshold,
                os.path.join(workdir, "ced.png"),
                title=f"{split}: regression head vs heatmap head")
     results["figures"].append("ced.png")
@@ -290,6 +320,45 @@ def analyse(workdir: str, gt, *, heatmap_workdir: Optional[str] = None,
   with open(os.path.join(workdir, "table.md"), "w") as f:
     f.write(markdown(results))
   return results
+
+
+def seed_summary(runs: Mapping[str, Mapping[str, Any]]
+                 ) -> Dict[str, Dict[str, Any]]:
+  """Per SEED_GROUPS group: the runs found, their NMEs, mean and sample sd.
+
+  The spread over training seeds is the uncertainty of one run's NME that
+  the paired face bootstrap cannot see (it resamples faces of fixed models).
+  """
+  out = {}
+  for group, names in SEED_GROUPS.items():
+    ok = [n for n in names if runs.get(n, {}).get("status") == "ok"]
+    nme = [float(runs[n]["nme"]) for n in ok]
+    out[group] = {
+        "label": LABELS[group], "runs": ok, "nme": nme,
+        "mean": float(np.mean(nme)) if nme else None,
+        "sd": float(np.std(nme, ddof=1)) if len(nme) > 1 else None}
+  return out
+
+
+def seed_comparisons(seeds: Mapping[str, Mapping[str, Any]]
+                     ) -> List[Dict[str, Any]]:
+  """SEED_COMPARISONS: mean_a - mean_b and its standard error
+  sqrt(sd_a^2 / n_a + sd_b^2 / n_b) over training runs (None below 2 runs
+  of either group)."""
+  out = []
+  for a, b in SEED_COMPARISONS:
+    ga, gb = seeds[a], seeds[b]
+    row: Dict[str, Any] = {"a": a, "b": b,
+                           "label": f"{ga['label']} - {gb['label']}",
+                           "runs": [len(ga["nme"]), len(gb["nme"])],
+                           "diff": None, "se": None}
+    if ga["nme"] and gb["nme"]:
+      row["diff"] = ga["mean"] - gb["mean"]
+      if ga["sd"] is not None and gb["sd"] is not None:
+        row["se"] = float(np.sqrt(ga["sd"] ** 2 / len(ga["nme"]) +
+                                  gb["sd"] ** 2 / len(gb["nme"])))
+    out.append(row)
+  return out
 
 
 def ced_figure(nmes_by_label: Mapping[str, np.ndarray], threshold: float,
@@ -337,6 +406,18 @@ def markdown(results: Dict[str, Any]) -> str:
       continue
     rows.append([c["label"]] + [ci(c[k]) for k in PARTS])
   lines += table(["a - b", "NME", "NME jaw", "NME inner"], rows)
+  lines += ["", "## Training seeds (NME, mean +- sample sd over the runs "
+            "found)", ""]
+  rows = [[g, e["label"], str(len(e["nme"])),
+           " / ".join(f(v) for v in e["nme"]) or "-", f(e["mean"]),
+           f(e["sd"])] for g, e in results["seeds"].items()]
+  lines += table(["group", "model", "runs", "NME per seed", "mean", "sd"],
+                 rows)
+  lines += ["", "Differences of the seed means, +- their standard error "
+            "over training runs:", ""]
+  rows = [[c["label"], " vs ".join(map(str, c["runs"])), f(c["diff"]),
+           f(c["se"])] for c in results["seed_comparisons"]]
+  lines += table(["a - b", "runs", "difference", "standard error"], rows)
   if results["missing"]:
     lines += ["", "Not in the analysis (missing or unusable): " + ", ".join(
         f"{n} ({results['runs'][n]['status']})" for n in results["missing"])]
@@ -400,9 +481,10 @@ def _define_flags():
   flags.DEFINE_integer("steps", 1700, "Training steps per run "
                        "(--config.max_steps).")
   flags.DEFINE_integer("parallel", 2, "Runs trained at once.")
-  flags.DEFINE_list("only", [], "Train only these runs (star, nll, "
-                    "smooth_l1, smooth_l1_seed1, star_clean, l1_clean); the analysis always "
-                    "covers all six.")
+  flags.DEFINE_list("only", [], "Train only these runs (names: "
+                    "regression_runs() and heatmap_runs(), e.g. star, "
+                    "nll_seed1, star_w100, star_clean); the analysis always "
+                    "covers all.")
   flags.DEFINE_bool("analyse_only", False, "Only the analysis.")
   flags.DEFINE_string("keep_dir", "", "Also copy each finished regression "
                       "run's final predictions here "

@@ -62,10 +62,16 @@ def _fake_study(workdir, heatmap_workdir, gt, skip=(), steps=None):
   """Known per-face errors (jaw, inner) of each run; returns them."""
   n = gt.shape[0]
   star = _errors(n, 1)
+  plus = lambda d: (star[0] + d, star[1] + d)              # NME + 100 d.
   errs = {"star": star, "nll": star,                       # identical.
-          "smooth_l1": (star[0] + 0.01, star[1] + 0.01),   # constant.
-          "smooth_l1_seed1": (star[0] + 0.03, star[1] + 0.03),
-          "star_clean": _errors(n, 2), "l1_clean": _errors(n, 3)}
+          "smooth_l1": plus(0.01),                         # constant.
+          "smooth_l1_seed1": plus(0.03), "star_seed1": plus(0.02),
+          "nll_seed1": plus(0.01), "smooth_l1_seed2": plus(0.05),
+          "star_seed2": plus(0.04), "nll_seed2": plus(0.05),
+          "star_w100": plus(-0.005),
+          "star_clean": _errors(n, 2), "l1_clean": _errors(n, 3),
+          "star_clean_seed1": _errors(n, 4), "l1_clean_seed1": _errors(n, 5),
+          "star_clean_seed2": _errors(n, 6), "l1_clean_seed2": _errors(n, 7)}
   for i, (name, (j, k)) in enumerate(errs.items()):
     if name in skip:
       continue
@@ -88,19 +94,36 @@ def test_sweep_commands_are_exactly_the_documented_ones():
            f"--workdir=runs/regression/{loss} --config.max_steps=1700 "
            f"--config.loss.regression={loss}")
     want += [cmd, cmd + " --mode=eval"]
+  for loss, seed in (("smooth_l1", 1), ("star", 1), ("nll", 1),
+                     ("smooth_l1", 2), ("star", 2), ("nll", 2)):
+    cmd = (f"{sys.executable} run.py --config=configs/yt68_regression.py "
+           f"--workdir=runs/regression/{loss}_seed{seed} "
+           f"--config.max_steps=1700 --config.loss.regression={loss} "
+           f"--config.seed={seed}")
+    want += [cmd, cmd + " --mode=eval"]
   cmd = (f"{sys.executable} run.py --config=configs/yt68_regression.py "
-         "--workdir=runs/regression/smooth_l1_seed1 --config.max_steps=1700 "
-         "--config.loss.regression=smooth_l1 --config.seed=1")
+         "--workdir=runs/regression/star_w100 --config.max_steps=1700 "
+         "--config.loss.regression=star --config.loss.w=100")
   want += [cmd, cmd + " --mode=eval"]
   assert got == want
   heat = {r.name: " ".join(sweep.run_command(r, "h", 1700))
           for r in study.heatmap_runs()}
+  base = f"{sys.executable} run.py --config=configs/yt68_star.py "
   assert heat == {
-      "star_clean": f"{sys.executable} run.py --config=configs/yt68_star.py "
-                    "--workdir=h/star_clean --config.max_steps=1700",
-      "l1_clean": f"{sys.executable} run.py --config=configs/yt68_star.py "
-                  "--workdir=h/l1_clean --config.max_steps=1700 "
-                  "--config.loss.star=False"}
+      "star_clean": base + "--workdir=h/star_clean --config.max_steps=1700",
+      "l1_clean": base + "--workdir=h/l1_clean --config.max_steps=1700 "
+                  "--config.loss.star=False",
+      "star_clean_seed1": base + "--workdir=h/star_clean_seed1 "
+                          "--config.max_steps=1700 --config.seed=1",
+      "l1_clean_seed1": base + "--workdir=h/l1_clean_seed1 "
+                        "--config.max_steps=1700 --config.loss.star=False "
+                        "--config.seed=1",
+      "star_clean_seed2": base + "--workdir=h/star_clean_seed2 "
+                          "--config.max_steps=1700 --config.seed=2",
+      "l1_clean_seed2": base + "--workdir=h/l1_clean_seed2 "
+                        "--config.max_steps=1700 --config.loss.star=False "
+                        "--config.seed=2"}
+  assert _load("yt68_regression.py").loss.w == 1.0   # what w = 100 replaces.
   # The overrides name existing fields with values the code accepts.
   reg = _load("yt68_regression.py")
   assert reg.model.head == "regression" and "regression" in reg.loss
@@ -127,8 +150,7 @@ def test_analysis_recovers_known_errors_and_intervals(tmp_path, monkeypatch):
   res = study.analyse(work, gt, heatmap_workdir=heat, steps=STEPS,
                       samples=300, seed=4)
   assert res["missing"] == [] and res["heatmap_workdir"] == heat
-  assert list(res["runs"]) == ["star", "nll", "smooth_l1", "smooth_l1_seed1",
-                               "star_clean", "l1_clean"]
+  assert list(res["runs"]) == list(errs)
   t = 0.1
   for name, (j, k) in errs.items():
     e = res["runs"][name]
@@ -143,13 +165,17 @@ def test_analysis_recovers_known_errors_and_intervals(tmp_path, monkeypatch):
     assert e["auc"] == pytest.approx(np.mean(1 - np.minimum(nme, t) / t),
                                      abs=2e-3)
     assert e["reported_nme"] == pytest.approx(100 * nme.mean(), abs=1e-9)
-    np.testing.assert_allclose(drawn[study.LABELS[name]], nme, atol=1e-12)
+    if "_seed" in name:   # the figure shows seed 0 and star_w100 only.
+      assert study.LABELS[name] not in drawn
+    else:
+      np.testing.assert_allclose(drawn[study.LABELS[name]], nme, atol=1e-12)
   assert 0 < res["runs"]["star"]["fr"] < 100
   assert drawn["threshold"] == t
   comp = {(c["a"], c["b"]): c for c in res["comparisons"]}
   assert list(comp) == [("star", "smooth_l1"), ("star", "nll"),
                         ("star", "star_clean"), ("star_clean", "l1_clean"),
-                        ("smooth_l1_seed1", "smooth_l1")]
+                        ("smooth_l1_seed1", "smooth_l1"),
+                        ("star_w100", "star"), ("star_w100", "smooth_l1")]
   for part in study.PARTS:
     assert comp["star", "nll"][part] == {"mean": 0.0, "low": 0.0,
                                          "high": 0.0}
@@ -158,6 +184,31 @@ def test_analysis_recovers_known_errors_and_intervals(tmp_path, monkeypatch):
           -1.0, abs=1e-9)
       assert comp["smooth_l1_seed1", "smooth_l1"][part][key] == (
           pytest.approx(2.0, abs=1e-9))
+      assert comp["star_w100", "star"][part][key] == pytest.approx(
+          -0.5, abs=1e-9)
+  # Seed groups: star m, m + 2, m + 4; smooth-L1 m + 1, m + 3, m + 5;
+  # nll m, m + 1, m + 5 (m: STAR seed 0's NME); heatmap: independent.
+  m = res["runs"]["star"]["nme"]
+  seeds = res["seeds"]
+  want = {"star": [m, m + 2, m + 4], "smooth_l1": [m + 1, m + 3, m + 5],
+          "nll": [m, m + 1, m + 5]}
+  for n in ("star_clean", "l1_clean"):
+    want[n] = [res["runs"][r]["nme"] for r in (n, n + "_seed1", n + "_seed2")]
+  assert list(seeds) == ["star", "nll", "smooth_l1", "star_clean", "l1_clean"]
+  for g, v in want.items():
+    assert seeds[g]["nme"] == pytest.approx(v, abs=1e-9)
+    assert seeds[g]["mean"] == pytest.approx(np.mean(v), abs=1e-9)
+    assert seeds[g]["sd"] == pytest.approx(np.std(v, ddof=1), abs=1e-9)
+  assert seeds["nll"]["sd"] == pytest.approx(np.sqrt(7), abs=1e-9)
+  sc = {(c["a"], c["b"]): c for c in res["seed_comparisons"]}
+  assert sc["star", "smooth_l1"]["diff"] == pytest.approx(-1.0, abs=1e-9)
+  assert sc["star", "smooth_l1"]["se"] == pytest.approx(np.sqrt(8 / 3))
+  assert sc["star", "nll"]["se"] == pytest.approx(np.sqrt(4 / 3 + 7 / 3))
+  v, w = want["star"], want["star_clean"]
+  assert sc["star", "star_clean"]["diff"] == pytest.approx(
+      np.mean(v) - np.mean(w), abs=1e-9)
+  assert sc["star", "star_clean"]["se"] == pytest.approx(np.sqrt(
+      np.var(v, ddof=1) / 3 + np.var(w, ddof=1) / 3))
   # Heatmap STAR - heatmap L1 against an independent resampling.
   (j2, k2), (j3, k3) = errs["star_clean"], errs["l1_clean"]
   diff = (17 * j2 + 51 * k2) / 68 - (17 * j3 + 51 * k3) / 68
@@ -205,8 +256,10 @@ def test_missing_and_stale_runs_are_reported_not_fatal(tmp_path):
       "nll", "l1_clean"]
   # An empty study folder: everything missing, a table, no figure.
   empty = study.analyse(str(tmp_path / "none"), gt, samples=10)
-  assert empty["missing"] == ["star", "nll", "smooth_l1", "smooth_l1_seed1",
-                              "star_clean", "l1_clean"]
+  assert empty["missing"] == list(study.LABELS)
+  assert empty["seeds"]["star"] == {"label": "regression STAR", "runs": [],
+                                    "nme": [], "mean": None, "sd": None}
+  assert empty["seed_comparisons"][0]["diff"] is None
   assert empty["figures"] == [] and not (tmp_path / "none" / "ced.png").exists()
   assert (tmp_path / "none" / "table.md").exists()
 
@@ -225,7 +278,7 @@ def test_analyse_only_uses_the_saved_steps(tmp_path):
   assert res["threshold"] == _load("yt68_regression.py").eval.threshold
   res = study.study(work, steps=STEPS, steps_given=True, analyse_only=True,
                     heatmap_workdir=heat, ground_truth_fn=fn)
-  assert len(res["missing"]) == 6
+  assert len(res["missing"]) == len(study.LABELS) == 16
   with pytest.raises(errors.UserError, match="unknown runs"):
     study.study(work, only=["star", "l2"], analyse_only=True,
                 ground_truth_fn=fn)
@@ -262,10 +315,13 @@ def test_training_runs_the_sweep_commands_into_both_folders(tmp_path,
            f"--workdir={heat}/l1_clean --config.max_steps={STEPS} "
            "--config.loss.star=False"]
   want += [w + " --mode=eval" for w in want]
-  assert sorted(calls) == sorted(want)
+  assert set(want) <= set(calls) and len(calls) == 2 * len(study.LABELS)
+  trained = {c.split("--workdir=")[1].split()[0] for c in calls}
+  assert trained == {f"{heat if n in study.HEATMAP_NAMES else work}/{n}"
+                     for n in study.LABELS}
   with open(os.path.join(work, "study.json")) as f:
     assert json.load(f)["steps"] == STEPS
-  # Finished: nothing runs again; the analysis sees all six.
+  # Finished: nothing runs again; the analysis sees all of them.
   calls.clear()
   res = study.study(work, steps=STEPS, pin=False,
                     ground_truth_fn=lambda c, s: (gt, None))
