@@ -129,8 +129,10 @@ def test_run_py_on_sigterm_saves_exits_0_and_leaks_nothing(tmp_path):
         start_new_session=True)
     deadline = time.time() + 240
     metrics = workdir / "metrics.jsonl"
+    rows = []
     while time.time() < deadline and proc.poll() is None:
       if metrics.exists() and metrics.read_text().strip():  # step 4 logged.
+        rows = metrics.read_text().splitlines()
         break
       time.sleep(0.2)
     # As a scheduler does (SLURM, a terminal's Ctrl-C): the whole process
@@ -142,6 +144,9 @@ def test_run_py_on_sigterm_saves_exits_0_and_leaks_nothing(tmp_path):
   assert "received SIGTERM" in out and "stopped by SIGTERM at step" in out
   step = int(out.split("stopped by SIGTERM at step ")[1].split()[0])
   assert 4 <= step < 800
+  # Rows are flushed as they are logged (every 4 steps here): the file was
+  # first seen with a row or a few, not with a buffer's worth (~34 rows).
+  assert 1 <= len(rows) <= 10, rows
   assert os.path.isdir(workdir / "checkpoints" / str(step))
   assert "leaked shared_memory" not in out, out[-3000:]
   assert "Traceback" not in out

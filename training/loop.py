@@ -368,6 +368,9 @@ def _train_steps(trainer, method, config, workdir, state, train_iter,
         scalars["train/epoch"] = step / spe
         scalars["train/nonfinite_steps_total"] = float(monitor.total)
         writer.write_scalars(step, scalars)
+        # On disk when logged: a watcher of metrics.jsonl sees the run's
+        # progress, and a killed run keeps the rows up to its last log step.
+        writer.flush()
         progress.update(step, f"loss {scalars.get('train/loss', float('nan')):.4g}")
       else:
         progress.update(step)
