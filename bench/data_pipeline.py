@@ -40,6 +40,12 @@ Real images: yt68 frames (../shared/data/yt68, about 150-350 px JPEGs), the
   python bench/data_pipeline.py --workers 0,2 --batches 20 --with_targets
   python bench/data_pipeline.py --augment_on_table --cache
   python bench/data_pipeline.py --augment_on_table --cache --upscale 4
+  python bench/data_pipeline.py --cache_breakdown 600 --records 128
+
+`--cache_breakdown READS`: only the cost of one cached sample, split into
+the array_record read, tfds' read + tf.Example parse (what the loader
+calls) and np.stack into a batch, for the cache as built (tfds' default
+compression) and an uncompressed copy of the same records.
 """
 
 import argparse
@@ -207,6 +213,63 @@ def cached_worker_rate(recs, crop_size, batch_size, cache_dir, seconds):
   return core * batch_size, wall * batch_size, build_s
 
 
+def _uncompressed_copy(folder, dest):
+  """`folder` (a built tfds dataset version folder) copied to `dest` with
+  its array_record files re-written uncompressed (same records, same
+  dataset_info: tfds reads either)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_module as ar  # pylint: disable=g-import-not-at-top
+  shutil.copytree(folder, dest)
+  for name in os.listdir(folder):
+    if ".array_record-" not in name:
+      continue
+    reader = ar.ArrayRecordReader(os.path.join(folder, name))
+    writer = ar.ArrayRecordWriter(os.path.join(dest, name),
+                                  "group_size:1,uncompressed")
+    for i in range(reader.num_records()):
+      writer.write(reader.read([i])[0])
+    writer.close()
+    reader.close()
+
+
+def cache_breakdown(recs, crop_size, batch_size, cache_dir, samples):
+  """Rows (store, kB per record, CPU ms per sample of: the array_record
+  read, tfds' read + parse, np.stack into a batch) of the pre-crop cache as
+  built (tfds' default compression) and of an uncompressed copy."""
+  from array_record.python import array_record_module as ar  # pylint: disable=g-import-not-at-top
+  from data import precrop_cache  # pylint: disable=g-import-not-at-top
+  config = _star_make(crop_size, "device").config
+  key = precrop_cache.build(recs, config, cache_dir)
+  sub = os.path.join(precrop_cache.BUILDER_NAME, key, precrop_cache.VERSION)
+  plain = os.path.join(cache_dir, "uncompressed")
+  _uncompressed_copy(os.path.join(cache_dir, sub), os.path.join(plain, sub))
+
+  def ms(fn):
+    t = time.process_time()
+    for i in range(samples):
+      fn(i % len(recs))
+    return (time.process_time() - t) / samples * 1e3
+
+  rows = []
+  for store, data_dir in (("as built (compressed)", cache_dir),
+                          ("uncompressed copy", plain)):
+    folder = os.path.join(data_dir, sub)
+    files = [os.path.join(folder, n) for n in sorted(os.listdir(folder))
+             if ".array_record-" in n]
+    reader = ar.ArrayRecordReader(files[0])
+    n0 = reader.num_records()
+    read = precrop_cache.CachedPrecrops(data_dir, key, len(recs))
+    read(0)
+    batch = [read(i) for i in range(batch_size)]
+    stack_ms = ms(lambda i: {k: np.stack([x[k] for x in batch])
+                             for k in batch[0]}) / batch_size
+    rows.append((store, sum(os.path.getsize(f) for f in files) / len(recs)
+                 / 1e3, ms(lambda i: reader.read([i % n0])), ms(read),
+                 stack_ms))
+    reader.close()
+  return rows
+
+
 def upscaled_records(recs, factor, folder):
   """JPEG copies of `recs` `factor` x larger (PIL bicubic, quality 90) with
   their points mapped (pixel centres: x -> factor x + (factor - 1) / 2):
@@ -369,6 +432,9 @@ def main():
                  help="train-step FLOPs per image instead of XLA's count")
   p.add_argument("--cache", action="store_true",
                  help="also time reads of the array_record pre-crop cache")
+  p.add_argument("--cache_breakdown", type=int, default=0, metavar="READS",
+                 help="only: where a cached sample's CPU time goes (record "
+                 "read, tfds parse, batching), compressed vs uncompressed")
   p.add_argument("--cache_parent", default=None,
                  help="where the temporary cache (and --upscale copies) go")
   p.add_argument("--upscale", type=int, default=1,
@@ -383,6 +449,20 @@ def main():
     print(f"(yt68 frames upscaled {args.upscale}x to JPEGs in {folder})")
   if args.augment_on_table:
     augment_on_table(args, recs)
+    return
+  if args.cache_breakdown:
+    import tempfile  # pylint: disable=g-import-not-at-top
+    with tempfile.TemporaryDirectory(dir=args.cache_parent) as cache_dir:
+      rows = cache_breakdown(recs, args.crop_size, args.batch_size,
+                             cache_dir, args.cache_breakdown)
+    print(f"pre-crop cache, {len(recs)} records, crop {args.crop_size} px "
+          f"(pre-crop {device_augment.precrop_size(args.crop_size)} px); CPU "
+          f"ms per sample over {args.cache_breakdown} reads")
+    print(f"{'store':<24} {'kB/record':>10} {'record read':>12} "
+          f"{'tfds read+parse':>16} {'np.stack':>9}")
+    for store, kb, raw, tfds_ms, stack in rows:
+      print(f"{store:<24} {kb:>10.0f} {raw:>12.3f} {tfds_ms:>16.3f} "
+            f"{stack:>9.3f}")
     return
   print(f"yt68 {args.split}: {len(recs)} records, crop {args.crop_size} px, "
         f"batch {args.batch_size}, {os.cpu_count()} CPUs visible")
