@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from grain import multiprocessing as grain_mp
 import jax
 import numpy as np
 import pytest
@@ -150,3 +151,19 @@ def test_run_py_on_sigterm_saves_exits_0_and_leaks_nothing(tmp_path):
   assert os.path.isdir(workdir / "checkpoints" / str(step))
   assert "leaked shared_memory" not in out, out[-3000:]
   assert "Traceback" not in out
+
+
+def test_close_waits_for_grain_to_unlink_freed_batches():
+  shm_array = grain_mp.SharedMemoryArray
+  shm_array.enable_async_del(1)
+  pool = shm_array._del_thread_pool  # pylint: disable=protected-access
+  # The deletion thread is busy when the batch is freed (a loaded machine).
+  pool.apply_async(time.sleep, (0.5,))
+  batch = shm_array((64,), np.float32)
+  batch.unlink_on_del()
+  path = os.path.join("/dev/shm", batch.shm.name)
+  assert os.path.exists(path)
+  del batch
+  assert os.path.exists(path)           # queued behind the busy thread.
+  loop.wait_for_shared_memory_deletions()
+  assert not os.path.exists(path)

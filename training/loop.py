@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
 import os
 from typing import Any, Optional
 
@@ -39,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from clu import metrics as clu_metrics
+from grain import multiprocessing as grain_mp
 
 from training import checkpoints as ckpt_lib
 from training import errors
@@ -423,7 +425,9 @@ def close_iterator(iterator) -> None:
   by a reference cycle until the garbage collector runs; left to the
   interpreter's exit, grain's deletion thread is gone by then and every run
   ended with "There appear to be 8 leaked shared_memory objects" (the
-  collection is what removed that warning, tests/test_preemption.py).
+  collection is what removed that warning, tests/test_preemption.py), and
+  the unlinking it sets off is waited for
+  (`wait_for_shared_memory_deletions`).
   """
   if iterator is None:
     return
@@ -433,6 +437,26 @@ def close_iterator(iterator) -> None:
   if close is not None:
     close()
   gc.collect()
+  wait_for_shared_memory_deletions()
+
+
+def wait_for_shared_memory_deletions(timeout_s: float = 30.0) -> None:
+  """Returns once grain has unlinked the shared memory of freed batches.
+
+  grain (0.2.18) unlinks a freed batch's shared memory on one background
+  thread (`SharedMemoryArray`'s asynchronous deletion); at the interpreter's
+  exit the thread pool's queue is dropped, and what was still queued leaks
+  (a machine under load, where that thread had not run yet). A no-op queued
+  behind those deletions on the same single thread returns when they are
+  done. Nothing to wait for when no grain worker ran in this process.
+  """
+  pool = getattr(grain_mp.SharedMemoryArray, "_del_thread_pool", None)
+  if pool is None:
+    return
+  try:
+    pool.apply_async(int).get(timeout_s)
+  except (ValueError, multiprocessing.TimeoutError):  # pool closed / stuck.
+    pass
 
 
 def resumable_fields(method: method_lib.Method, config) -> tuple[str, ...]:
