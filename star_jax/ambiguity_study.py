@@ -580,22 +580,11 @@ def main(argv):
 
 
 def _define_flags():
-  flags.DEFINE_string("workdir", "runs/ambiguity", "Study folder.")
-  flags.DEFINE_integer("steps", 1700, "Training steps per run "
-                       "(--config.max_steps).")
-  flags.DEFINE_integer("parallel", 2, "Runs trained at once.")
-  flags.DEFINE_list("only", [], "Train only these runs (names of sweep()); "
-                    "the analysis always covers the whole sweep.")
-  flags.DEFINE_bool("analyse_only", False, "Only the analysis.")
-  flags.DEFINE_string("keep_dir", "", "Also copy each finished run's final "
-                      "predictions here (star_jax.sweep.keep_results; "
-                      "e.g. bench/predictions/yt68_ambiguity).")
-  flags.DEFINE_bool("pin", True, "Pin each parallel run to one core "
-                    "(taskset -c).")
+  sweep_lib.define_study_flags(
+      "runs/ambiguity", "Train only these runs (names of sweep()); the "
+      "analysis always covers the whole sweep.",
+      "bench/predictions/yt68_ambiguity")
   flags.DEFINE_string("config", DEFAULT_CONFIG, "The study's config file.")
-  flags.DEFINE_string("split", "", "Eval split (default: the config's first).")
-  flags.DEFINE_enum("variant", "raw", ["raw", "ema"],
-                    "Which parameters' predictions the analysis reads.")
   flags.DEFINE_multi_string("extra_overrides", [],
                             "More run.py flags for every run, e.g. "
                             "--extra_overrides=--config.data.augment."

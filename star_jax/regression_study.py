@@ -415,8 +415,9 @@ def markdown(results: Dict[str, Any]) -> str:
                  rows)
   lines += ["", "Differences of the seed means, +- their standard error "
             "over training runs:", ""]
-  rows = [[c["label"], " vs ".join(map(str, c["runs"])), f(c["diff"]),
-           f(c["se"])] for c in results["seed_comparisons"]]
+  rows = [[c["label"], " vs ".join(map(str, c["runs"])),
+           "-" if c["diff"] is None else f"{c['diff']:+.2f}", f(c["se"])]
+          for c in results["seed_comparisons"]]
   lines += table(["a - b", "runs", "difference", "standard error"], rows)
   if results["missing"]:
     lines += ["", "Not in the analysis (missing or unusable): " + ", ".join(
@@ -477,26 +478,14 @@ def main(argv):
 
 
 def _define_flags():
-  flags.DEFINE_string("workdir", "runs/regression", "Study folder.")
-  flags.DEFINE_integer("steps", 1700, "Training steps per run "
-                       "(--config.max_steps).")
-  flags.DEFINE_integer("parallel", 2, "Runs trained at once.")
-  flags.DEFINE_list("only", [], "Train only these runs (names: "
-                    "regression_runs() and heatmap_runs(), e.g. star, "
-                    "nll_seed1, star_w100, star_clean); the analysis always "
-                    "covers all.")
-  flags.DEFINE_bool("analyse_only", False, "Only the analysis.")
-  flags.DEFINE_string("keep_dir", "", "Also copy each finished regression "
-                      "run's final predictions here "
-                      "(star_jax.sweep.keep_results).")
+  sweep_lib.define_study_flags(
+      "runs/regression", "Train only these runs (names: regression_runs() "
+      "and heatmap_runs(), e.g. star, nll_seed1, star_w100, star_clean); "
+      "the analysis always covers all.", "bench/predictions/yt68_regression")
   flags.DEFINE_string("heatmap_workdir", "", "Folder of the heatmap runs "
-                      "star_clean and l1_clean (default <workdir>/heatmap; "
+                      "star_clean, l1_clean and their _seed1 / _seed2 runs "
+                      "(default <workdir>/heatmap; "
                       "the ambiguity study's folder holds them).")
-  flags.DEFINE_bool("pin", True, "Pin each parallel run to one core "
-                    "(taskset -c).")
-  flags.DEFINE_string("split", "", "Eval split (default: the config's first).")
-  flags.DEFINE_enum("variant", "raw", ["raw", "ema"],
-                    "Which parameters' predictions the analysis reads.")
 
 
 if __name__ == "__main__":

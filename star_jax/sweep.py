@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from absl import flags
 import numpy as np
 
 from data import schemes as schemes_lib
@@ -368,3 +369,24 @@ def markdown_table(header: List[str], rows: List[List[str]]) -> List[str]:
   return (["| " + " | ".join(header) + " |",
            "|" + "|".join(["---"] * len(header)) + "|"] +
           ["| " + " | ".join(r) + " |" for r in rows])
+
+
+# ------------------------------------------------------------------ flags ----
+
+def define_study_flags(workdir: str, only_help: str, keep_example: str
+                       ) -> None:
+  """The absl flags every study command shares (each adds its own)."""
+  flags.DEFINE_string("workdir", workdir, "Study folder.")
+  flags.DEFINE_integer("steps", 1700, "Training steps per run "
+                       "(--config.max_steps).")
+  flags.DEFINE_integer("parallel", 2, "Runs trained at once.")
+  flags.DEFINE_list("only", [], only_help)
+  flags.DEFINE_bool("analyse_only", False, "Only the analysis.")
+  flags.DEFINE_string("keep_dir", "", "Also copy each finished run's final "
+                      "predictions here (star_jax.sweep.keep_results; "
+                      f"e.g. {keep_example}).")
+  flags.DEFINE_bool("pin", True, "Pin each parallel run to one core "
+                    "(taskset -c).")
+  flags.DEFINE_string("split", "", "Eval split (default: the config's first).")
+  flags.DEFINE_enum("variant", "raw", ["raw", "ema"],
+                    "Which parameters' predictions the analysis reads.")
