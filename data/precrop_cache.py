@@ -13,6 +13,8 @@ Layout: `<data_dir>/star_precrops/<key>/<version>/`, `key` a hash of the
 records (paths, container keys, labels, boxes; each image file's size and
 mtime) and of every setting the pre-crop depends on (`cache_key`), so a
 changed set or setting builds a new cache instead of reading a stale one.
+A record's `image_loader` enters the key by its repr; one whose repr names
+a memory address (a new key in every process) is refused with a UserError.
 Examples are stored in record order (shuffling disabled); the loader keeps
 its own sampler, so batches, their order and the checkpointed iterator state
 are those of the uncached loader (tested bit for bit).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from typing import Dict, Sequence
 
@@ -35,6 +38,7 @@ import numpy as np
 
 from data import pipeline
 from data import records as records_lib
+from training import errors
 
 BUILDER_NAME = "star_precrops"
 VERSION = "1.0.0"
@@ -54,10 +58,31 @@ def _setting_text(config: pipeline.CropConfig) -> str:
           f"draft_max={pipeline.MAX_DRAFT_REDUCTION}")
 
 
+# A default object repr (`<... at 0x7f...>`): another value in every process.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _loader_text(loader) -> str:
+  """repr of a record's image_loader, refused when it holds an address.
+
+  The key must be the same in every process and run; a loader whose repr
+  names a memory address (a plain class, a lambda, functools.partial of a
+  function) would give a new key, and a new multi-GB cache, each time.
+  """
+  text = repr(loader)
+  if _ADDRESS.search(text):
+    raise errors.UserError(
+        f"the pre-crop cache cannot key records whose image_loader has no "
+        f"stable repr ({text}): give the loader's class a __repr__ of its "
+        "settings (a dataclass has one), or leave "
+        "config.data.precrop_cache_dir empty")
+  return text
+
+
 def _record_text(record: records_lib.FaceRecord) -> bytes:
   """A record's identity for the cache key: path, key, labels, file stat."""
   parts = [record.image_path, repr(record.image_key),
-           repr(record.image_loader)]
+           _loader_text(record.image_loader)]
   for value in (record.landmarks, record.visible, record.box, record.center):
     parts.append("-" if value is None else
                  np.asarray(value, np.float64).tobytes().hex())
