@@ -18,10 +18,13 @@ instability of paper Fig. 1: jaw points should scatter along the jaw).
 
 What it does:
   1. The sweep (`sweep()`): loss {star, l1} x jaw noise {none; tangent 0.05,
-     0.1; normal 0.05, 0.1} (training seed 0), plus training seeds 1, 2 of
-     both losses without noise. The noise seed (`data.label_noise.seed` 0) is
-     the same for every run, so both losses see the same noisy labels, and
-     sigma 0.1 is sigma 0.05's displacement doubled.
+     0.1, 0.3; normal 0.05, 0.1, 0.3} (training seed 0), plus training seeds
+     1, 2 of both losses without noise. The noise seed
+     (`data.label_noise.seed` 0) is the same for every run, so both losses
+     see the same noisy labels, and sigma 0.1 / 0.3 is sigma 0.05's
+     displacement times 2 / 6. (yt68 jaw points are 0.22 IOD apart: at 0.3
+     a point's label moves past its neighbours' places, the strongest
+     ambiguity of the sweep.)
   2. Each run that has no final predictions yet: `python run.py
      --config=configs/yt68_ambiguity.py --workdir=<workdir>/<name>
      --config.max_steps=<steps> <overrides>` (training; run.py resumes from
@@ -81,7 +84,7 @@ from training import errors
 DEFAULT_CONFIG = "configs/yt68_ambiguity.py"
 LOSSES = ("star", "l1")
 LOSS_LABELS = {"star": "STAR", "l1": "smooth-L1"}
-SIGMAS = (0.05, 0.1)
+SIGMAS = (0.05, 0.1, 0.3)
 DIRECTIONS = ("tangent", "normal")
 EXTRA_SEEDS = (1, 2)
 GROUP = "jaw"

@@ -83,12 +83,12 @@ def test_config_is_yt68_star_plus_label_noise():
 def test_sweep_names_and_overrides_apply_to_the_config():
   runs = study.sweep()
   names = [r.name for r in runs]
-  assert len(names) == len(set(names)) == 14
+  assert len(names) == len(set(names)) == 18
   assert {r.loss for r in runs} == {"star", "l1"}
   noisy = [(r.loss, r.direction, r.sigma) for r in runs if not r.clean]
   assert sorted(noisy) == sorted((l, d, s) for l in ("star", "l1")
                                  for d in ("tangent", "normal")
-                                 for s in (0.05, 0.1))
+                                 for s in (0.05, 0.1, 0.3))
   assert sorted((r.loss, r.seed) for r in runs if r.clean) == sorted(
       (l, s) for l in ("star", "l1") for s in (0, 1, 2))
   config = _load("yt68_ambiguity.py")
@@ -171,8 +171,10 @@ def _fake_study(workdir, gt, skip=()):
     runs = {f"{loss}_clean": (a, c),
             f"{loss}_tangent_0.05": (a, c) if loss == "star" else (2 * a, c),
             f"{loss}_tangent_0.1": (a, c),
+            f"{loss}_tangent_0.3": (a, c),
             f"{loss}_normal_0.05": (a, c),
-            f"{loss}_normal_0.1": (a, c)}
+            f"{loss}_normal_0.1": (a, c),
+            f"{loss}_normal_0.3": (a, c)}
     for name, (al, ac) in runs.items():
       if name not in skip:
         _write_run(workdir, name, _jaw_offset(gt, al, ac))
@@ -266,7 +268,7 @@ def test_missing_and_stale_runs_are_reported_not_fatal(tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   # An empty study folder: everything missing, still a table.
   empty = study.analyse(str(tmp_path / "none"), gt, samples=10, figures=True)
-  assert len(empty["missing"]) == 14
+  assert len(empty["missing"]) == 18
 
 
 def test_predictions_of_other_faces_are_unusable(tmp_path):
