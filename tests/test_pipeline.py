@@ -14,6 +14,7 @@ from data import pipeline
 from data import records
 from data import schemes
 from data import transforms as T
+from training import loop
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YT68 = os.path.join(REPO_ROOT, "..", "shared", "data", "yt68")
@@ -182,7 +183,7 @@ def test_workers_survive_a_stop_signal_and_keep_the_batch_order():
   time.sleep(0.5)
   assert all(w.is_alive() for w in workers)
   got += [next(it) for _ in range(2)]
-  it._iterator.close()
+  loop.close_iterator(it)
   _assert_batches_equal(want, got)
 
 
